@@ -1,0 +1,62 @@
+"""One settings object for kbfm: cache directory, device, offline flag, verbosity."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def _default_cache_dir() -> Path:
+    env = os.environ.get("KBFM_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "kbfm"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class KbfmSettings:
+    """Global kbfm settings.
+
+    Attributes
+    ----------
+    cache_dir
+        Where embeddings and downloaded knowledge are cached
+        (``$KBFM_CACHE_DIR``, else ``$XDG_CACHE_HOME/kbfm``, else ``~/.cache/kbfm``).
+    device
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``.
+    offline
+        When true, nothing is fetched from the network (``$KBFM_OFFLINE`` or
+        ``$HF_HUB_OFFLINE``).
+    progress
+        Show progress bars on long work.
+    batch_size
+        Default encoder batch size.
+    """
+
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    device: str = "auto"
+    offline: bool = field(
+        default_factory=lambda: _env_flag("KBFM_OFFLINE") or _env_flag("HF_HUB_OFFLINE")
+    )
+    progress: bool = True
+    batch_size: int = 64
+
+    def resolve_device(self) -> str:
+        """Return the concrete torch device string for :attr:`device`."""
+        if self.device != "auto":
+            return self.device
+        try:
+            import torch
+        except ImportError:
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+settings = KbfmSettings()
