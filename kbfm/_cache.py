@@ -1,0 +1,160 @@
+"""Content-addressed, atomic on-disk cache for embeddings.
+
+An entry is keyed by ``(model id, model revision, text)``: the file name is the SHA-256
+of the three, so changing the model or its weights never returns a stale vector. Each
+entry is one small file holding a header, a SHA-256 of the payload and the float32
+vector. Writes go to a temporary file in the same folder and are moved into place with
+:func:`os.replace`, which is atomic on POSIX and Windows, so two processes writing the
+same entry at once both leave a complete file. A truncated or bit-flipped entry fails its
+checksum, is deleted and reported as a miss, so it is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._settings import settings
+
+_MAGIC = b"KBFMEMB1"
+_HEADER = struct.Struct("<8sI32s")  # magic, dimension, sha256(payload)
+
+
+@dataclass
+class CacheStats:
+    """Counters of one cache object: lookups that hit, missed, and entries written."""
+
+    hits: int = 0
+    misses: int = 0
+    writes: int = 0
+    corrupt: int = 0
+
+
+def text_key(model_id: str, revision: str, text: str) -> str:
+    """Return the hex SHA-256 key of one (model, revision, text) triple."""
+    h = hashlib.sha256()
+    for part in (model_id, revision, text):
+        data = part.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _slug(model_id: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
+    return safe[-60:] + "-" + hashlib.sha256(model_id.encode()).hexdigest()[:8]
+
+
+class EmbeddingCache:
+    """Embedding cache in a folder (default ``settings.cache_dir / "embeddings"``).
+
+    Parameters
+    ----------
+    root
+        Cache folder; created on first write.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> cache = EmbeddingCache(tempfile.mkdtemp())
+    >>> cache.put("m", "r", ["a"], np.ones((1, 3), dtype=np.float32))
+    >>> cache.get("m", "r", ["a", "b"])[1]
+    [1]
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else settings.cache_dir / "embeddings"
+        self.stats = CacheStats()
+
+    def _path(self, model_id: str, revision: str, text: str) -> Path:
+        key = text_key(model_id, revision, text)
+        return self.root / _slug(model_id) / key[:2] / f"{key}.emb"
+
+    def _read(self, path: Path) -> np.ndarray | None:
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        ok = len(raw) >= _HEADER.size
+        if ok:
+            magic, dim, digest = _HEADER.unpack_from(raw)
+            payload = raw[_HEADER.size :]
+            ok = (
+                magic == _MAGIC
+                and len(payload) == 4 * dim
+                and hashlib.sha256(payload).digest() == digest
+            )
+        if not ok:
+            self.stats.corrupt += 1
+            path.unlink(missing_ok=True)
+            return None
+        return np.frombuffer(payload, dtype="<f4").copy()
+
+    def get(
+        self, model_id: str, revision: str, texts: Sequence[str]
+    ) -> tuple[dict[int, np.ndarray], list[int]]:
+        """Look up texts.
+
+        Parameters
+        ----------
+        model_id, revision
+            Identify the model and its exact weights.
+        texts
+            Texts to look up.
+
+        Returns
+        -------
+        ``(found, missing)``: a dict from position in ``texts`` to its vector, and the
+        positions that must be computed.
+        """
+        found: dict[int, np.ndarray] = {}
+        missing: list[int] = []
+        for i, text in enumerate(texts):
+            vec = self._read(self._path(model_id, revision, text))
+            if vec is None:
+                missing.append(i)
+            else:
+                found[i] = vec
+        self.stats.hits += len(found)
+        self.stats.misses += len(missing)
+        return found, missing
+
+    def put(self, model_id: str, revision: str, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Store one vector per text, atomically.
+
+        Parameters
+        ----------
+        model_id, revision
+            Identify the model and its exact weights.
+        texts
+            Texts, aligned with the rows of ``vectors``.
+        vectors
+            Array of shape ``(len(texts), dim)``.
+        """
+        vectors = np.asarray(vectors, dtype="<f4")
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            msg = f"Expected {len(texts)} vectors, got array of shape {vectors.shape}."
+            raise ValueError(msg)
+        for text, vec in zip(texts, vectors, strict=True):
+            path = self._path(model_id, revision, text)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload = np.ascontiguousarray(vec).tobytes()
+            blob = _HEADER.pack(_MAGIC, vec.shape[0], hashlib.sha256(payload).digest()) + payload
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".emb")
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(blob)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+            self.stats.writes += 1

@@ -1,0 +1,216 @@
+"""``kbfm`` command line: each command reads and writes ``.h5ad`` files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="kbfm: knowledge-based foundation models for spatial transcriptomics.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+knowledge_app = typer.Typer(help="Manage gene and cell-type knowledge sources.", no_args_is_help=True)
+app.add_typer(knowledge_app, name="knowledge")
+
+InPath = Annotated[Path, typer.Argument(help="Input .h5ad file.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output .h5ad (default: overwrite input).")]  # noqa: UP045
+EncoderOpt = Annotated[str, typer.Option(help="Text encoder (see `kbfm info`).")]
+SourceOpt = Annotated[str, typer.Option(help="Gene knowledge: builtin, ncbi, or a JSON/TSV/CSV path.")]
+SpeciesOpt = Annotated[str, typer.Option(help="human or mouse.")]
+LayerOpt = Annotated[Optional[str], typer.Option(help="Read expression from this layer.")]  # noqa: UP045
+RawOpt = Annotated[bool, typer.Option("--use-raw", help="Read expression from adata.raw.")]
+
+
+def _run(fn):
+    """Run ``fn`` turning kbfm input errors into a one-line message and exit code 2."""
+    from ._errors import KbfmInputError, KbfmUnavailableError
+
+    try:
+        return fn()
+    except (KbfmInputError, KbfmUnavailableError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+
+
+def _roundtrip(path: Path, out: Path | None, step) -> None:
+    from .io import read_h5ad, write_h5ad
+
+    def go():
+        adata = read_h5ad(path)
+        step(adata)
+        dest = write_h5ad(adata, out or path)
+        typer.echo(f"wrote {dest}")
+
+    _run(go)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results/demo"),
+    encoder: EncoderOpt = "minilm",
+) -> None:
+    """Run the offline end-to-end demo on pbmc68k_reduced and write results + figures."""
+    from .demo import run_demo
+
+    metrics = _run(lambda: run_demo(out, encoder=encoder))
+    for name in ("zero_shot", "baseline_marker_score"):
+        m = metrics[name]
+        typer.echo(f"{name:24s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
+    typer.echo(f"results in {out}/ (report.md, metrics.json, demo.h5ad, *.png)")
+
+
+@app.command()
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List registered encoders and knowledge sources, and which load offline here."""
+    from . import __version__
+    from .encoders import DEFAULT_TEXT_ENCODER, list_text_encoders
+
+    rows = []
+    for spec in list_text_encoders():
+        available = spec.offline
+        if spec.offline:
+            try:
+                spec.resolve_source()
+            except Exception:  # noqa: BLE001 - reported as unavailable, not raised
+                available = False
+        rows.append(
+            {
+                "registry": "text",
+                "name": spec.name,
+                "default": spec.name == DEFAULT_TEXT_ENCODER,
+                "dim": spec.dim,
+                "backend": spec.backend,
+                "offline": available,
+                "license": spec.license,
+                "description": spec.description,
+            }
+        )
+    sources = [
+        {"name": "builtin", "offline": True, "note": "curated marker facts + Cell Ontology definitions"},
+        {"name": "ncbi", "offline": False, "note": "NCBI gene_info + RefSeq summaries; `kbfm knowledge download ncbi`"},
+        {"name": "<file>.json / .tsv / .csv", "offline": True, "note": "GenePT JSON or your own table"},
+    ]
+    if as_json:
+        typer.echo(json.dumps({"version": __version__, "text_encoders": rows, "gene_knowledge": sources}, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"kbfm {__version__}: text encoders")
+    for col in ("name", "dim", "backend", "loads offline here", "license", "description"):
+        table.add_column(col)
+    for r in rows:
+        name = r["name"] + (" (default)" if r["default"] else "")
+        table.add_row(name, str(r["dim"]), r["backend"], "yes" if r["offline"] else "needs download/API",
+                      r["license"], r["description"])
+    console = Console()
+    console.print(table)
+    console.print("Also accepted: st:<hub id or path>, hf:<hub id or path> (LLM mean pooling), openai:<model>.")
+    ks = Table(title="gene knowledge sources")
+    for col in ("name", "offline", "note"):
+        ks.add_column(col)
+    for s in sources:
+        ks.add_row(s["name"], "yes" if s["offline"] else "after download", s["note"])
+    console.print(ks)
+
+
+@app.command("embed-genes")
+def embed_genes_cmd(
+    path: InPath, out: OutOpt = None, source: SourceOpt = "builtin", encoder: EncoderOpt = "minilm",
+    species: SpeciesOpt = "human",
+) -> None:
+    """Embed each gene's knowledge text into varm['kbfm_gene_text']."""
+    from . import tl
+
+    _roundtrip(path, out, lambda a: tl.embed_genes(a, source=source, encoder=encoder, species=species))
+
+
+@app.command("embed-cells")
+def embed_cells_cmd(
+    path: InPath,
+    out: OutOpt = None,
+    method: Annotated[str, typer.Option(help="genept_w or cell_sentence.")] = "genept_w",
+    weighting: Annotated[str, typer.Option(help="expression or relative.")] = "expression",
+    layer: LayerOpt = None,
+    use_raw: RawOpt = False,
+    source: SourceOpt = "builtin",
+    encoder: EncoderOpt = "minilm",
+    species: SpeciesOpt = "human",
+) -> None:
+    """Embed each cell/spot into obsm['X_genetext']."""
+    from . import tl
+
+    _roundtrip(path, out, lambda a: tl.embed_cells(
+        a, method=method, weighting=weighting, layer=layer, use_raw=use_raw, source=source,
+        encoder=encoder, species=species))
+
+
+@app.command()
+def annotate(
+    path: InPath,
+    out: OutOpt = None,
+    method: Annotated[str, typer.Option(help="zero_shot or marker_score.")] = "zero_shot",
+    candidates: Annotated[Optional[str], typer.Option(help="Ontology root (e.g. leukocyte) or comma-separated cell types.")] = None,  # noqa: UP045
+    groupby: Annotated[Optional[str], typer.Option(help="obs column or 'auto' (Leiden).")] = None,  # noqa: UP045
+    layer: LayerOpt = None,
+    use_raw: RawOpt = False,
+    source: SourceOpt = "builtin",
+    encoder: EncoderOpt = "minilm",
+    species: SpeciesOpt = "human",
+) -> None:
+    """Annotate cells with Cell Ontology types into obs['kbfm_celltype']."""
+    from . import tl
+
+    cands = candidates.split(",") if candidates and "," in candidates else candidates
+    _roundtrip(path, out, lambda a: tl.annotate(
+        a, method=method, candidates=cands, groupby=groupby, layer=layer, use_raw=use_raw,
+        source=source, encoder=encoder, species=species))
+
+
+@app.command()
+def query(
+    path: InPath,
+    text: Annotated[str, typer.Argument(help="Free-text query, e.g. 'cytotoxic T cell'.")],
+    out: OutOpt = None,
+    key: Annotated[Optional[str], typer.Option(help="obs column to write.")] = None,  # noqa: UP045
+) -> None:
+    """Score every cell against a text query (needs obsm['X_genetext'])."""
+    from . import tl
+
+    _roundtrip(path, out, lambda a: tl.query(a, text, key_added=key))
+
+
+@knowledge_app.command("download")
+def knowledge_download(
+    source: Annotated[str, typer.Argument(help="Only 'ncbi' for now.")],
+    species: SpeciesOpt = "human",
+    dest: Annotated[Optional[Path], typer.Option(help="Target folder (default: kbfm cache).")] = None,  # noqa: UP045
+) -> None:
+    """Download a gene knowledge source for offline use (needs internet)."""
+    from ._errors import KbfmInputError
+    from .knowledge.ncbi_download import download_ncbi
+
+    def go():
+        if source != "ncbi":
+            msg = f"Unknown downloadable source {source!r}; available: ['ncbi']."
+            raise KbfmInputError(msg)
+        folder = download_ncbi(species=species, dest=dest)
+        typer.echo(f"NCBI gene knowledge for {species} in {folder}; use source='ncbi'.")
+
+    _run(go)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,144 @@
+"""End-to-end offline demo on scanpy's bundled, labelled ``pbmc68k_reduced``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ._version import __version__
+
+log = logging.getLogger("kbfm")
+
+DEMO_CANDIDATES = "hematopoietic cell"
+
+
+def _write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _table(metrics: dict) -> str:
+    rows = ["| method | accuracy | macro-F1 | ontology-aware | full / partial / none |", "|---|---|---|---|---|"]
+    for name, m in metrics.items():
+        if not isinstance(m, dict) or "accuracy" not in m:
+            continue
+        rows.append(
+            f"| {name} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} | {m['ontology_accuracy']:.3f} "
+            f"| {m['full']:.2f} / {m['partial']:.2f} / {m['none']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
+    """Run the offline demo and write results into ``out``.
+
+    Steps: gene knowledge -> gene text embeddings -> GenePT-w cell embeddings -> UMAP ->
+    zero-shot annotation against the Cell Ontology (cluster and cell level) next to the
+    marker-score baseline on the same markers -> a text query -> figures and a report.
+
+    Parameters
+    ----------
+    out
+        Output folder (created). Receives ``demo.h5ad``, ``metrics.json``, ``report.md``
+        and ``*.png``.
+    encoder
+        Text encoder name.
+
+    Returns
+    -------
+    The metrics written to ``metrics.json``.
+    """
+    import scanpy as sc
+
+    from . import datasets, tl
+    from .io import write_h5ad
+    from .knowledge import CellOntology
+    from .pl import embedding_panels
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    adata = datasets.pbmc68k_reduced()
+    ontology = CellOntology.load()
+    tl.embed_genes(adata, encoder=encoder)
+    tl.embed_cells(adata, encoder=encoder, weighting="relative")
+    sc.pp.neighbors(adata, use_rep="X_genetext", n_neighbors=15, random_state=0, key_added="genetext")
+    umap = sc.tl.umap(adata, neighbors_key="genetext", random_state=0, copy=True).obsm["X_umap"]
+    adata.obsm["X_umap_genetext"] = umap
+
+    runs = {
+        "zero_shot": {"method": "zero_shot", "groupby": "auto"},
+        "zero_shot_cell_level": {"method": "zero_shot", "groupby": None},
+        "baseline_marker_score": {"method": "marker_score", "groupby": None},
+        "baseline_marker_score_cluster_level": {"method": "marker_score", "groupby": "kbfm_clusters"},
+    }
+    truth = adata.obs["cell_type_id"].astype(str).tolist()
+    metrics: dict = {}
+    for key, kw in runs.items():
+        tl.annotate(adata, candidates=DEMO_CANDIDATES, encoder=encoder, key_added=key, **kw)
+        pred = adata.obs[f"{key}_id"].astype(str).tolist()
+        metrics[key] = tl.evaluate_annotation(truth, pred, ontology=ontology)
+    adata.obs["kbfm_celltype"] = adata.obs["zero_shot"]
+    adata.obs["kbfm_celltype_id"] = adata.obs["zero_shot_id"]
+    adata.obs["kbfm_celltype_score"] = adata.obs["zero_shot_score"]
+    tl.query(adata, "natural killer cell", key_added="query_nk")
+    tl.query(adata, "B cell", key_added="query_b")
+
+    embedding_panels(
+        adata, basis="X_umap", color=["cell_type", "kbfm_celltype", "baseline_marker_score"],
+        titles=["truth (sorted populations)", "kbfm zero-shot (cluster level)", "marker-score baseline"],
+        path=out / "umap_truth_vs_prediction.png",
+    )
+    embedding_panels(
+        adata, basis="X_umap_genetext", color=["cell_type", "kbfm_celltype"],
+        titles=["GenePT-w embedding: truth", "GenePT-w embedding: kbfm zero-shot"],
+        path=out / "genetext_umap.png",
+    )
+    embedding_panels(
+        adata, basis="X_umap", color=["query_nk", "query_b"],
+        titles=["query: 'natural killer cell'", "query: 'B cell'"], path=out / "query.png",
+    )
+    seconds = time.perf_counter() - started
+    metrics["meta"] = {
+        "dataset": "scanpy pbmc68k_reduced (700 cells, 765 genes, 10 sorted populations)",
+        "encoder": encoder,
+        "candidates": DEMO_CANDIDATES,
+        "n_candidates": len(adata.uns["kbfm"]["annotate"]["candidates"]),
+        "kbfm_version": __version__,
+        "seconds": round(seconds, 1),
+    }
+    _write_text(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_h5ad(adata, out / "demo.h5ad")
+    report = f"""# kbfm demo: zero-shot cell-type annotation on pbmc68k_reduced
+
+Data: scanpy's bundled `pbmc68k_reduced` (700 PBMCs, 765 genes, labels = FACS-sorted
+populations mapped onto Cell Ontology ids). Candidates: the {metrics['meta']['n_candidates']}
+curated cell types under "{DEMO_CANDIDATES}". Text encoder: `{encoder}` (offline,
+general-domain; a biomedical or LLM encoder is expected to do better). Gene knowledge:
+kbfm's built-in marker facts (covers marker genes only).
+
+{_table(metrics)}
+
+- `zero_shot`: GenePT-w over genes weighted by expression relative to the other cells,
+  averaged per Leiden cluster, matched by cosine to Cell Ontology cards + marker-gene
+  embeddings. `zero_shot_cell_level`: the same per cell.
+- `baseline_marker_score`: `scanpy.tl.score_genes` with the same marker sets, per cell;
+  `_cluster_level`: its scores averaged over the same clusters.
+- Ontology-aware: a prediction that is an ancestor or descendant of the truth counts
+  half (GPTCelltype's partial match).
+
+The sorted "Dendritic" population in this data set is known to be mixed, and naive /
+memory / regulatory CD4 T cells are hard to separate from 765 genes; these numbers are
+measured, not tuned. Run time: {seconds:.0f} s.
+
+Figures: `umap_truth_vs_prediction.png`, `genetext_umap.png`, `query.png`.
+"""
+    _write_text(out / "report.md", report)
+    log.info("demo finished in %.1f s; results in %s", seconds, out)
+    return metrics

@@ -1,0 +1,5 @@
+"""Plots (matplotlib)."""
+
+from .embedding import embedding_panels
+
+__all__ = ["embedding_panels"]

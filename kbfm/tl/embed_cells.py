@@ -1,0 +1,208 @@
+"""``kbfm.tl.embed_cells``: cells as text-knowledge embeddings (GenePT-w and cell sentences)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._errors import KbfmInputError
+from .._provenance import record_step
+from .._settings import settings
+from .._validate import expression_matrix
+from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
+from ._gene_vectors import gene_vectors
+from .embed_genes import GENE_TEXT_KEY
+
+CELL_TEXT_KEY = "X_genetext"
+SENTENCE_TEMPLATE = "A cell with genes ranked by expression: {genes}"
+
+
+def _row_chunks(n: int, size: int) -> Iterator[slice]:
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
+
+
+def gene_stats(X: np.ndarray | sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Return per-gene mean and standard deviation (population), without densifying."""
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    sq = X.multiply(X).mean(axis=0) if sp.issparse(X) else np.mean(np.square(X), axis=0)
+    var = np.maximum(np.asarray(sq).ravel() - mean**2, 0.0)
+    return mean, np.sqrt(var)
+
+
+def relative_weights(
+    block: np.ndarray | sp.csr_matrix, mean: np.ndarray, std: np.ndarray
+) -> np.ndarray:
+    """Expression relative to the other cells: per-gene z-score, negative part set to 0."""
+    dense = block.toarray() if sp.issparse(block) else np.asarray(block)
+    z = (dense - mean) / np.where(std > 0, std, 1.0)
+    return np.maximum(z, 0.0).astype(np.float32)
+
+
+def weighted_gene_mean(block: np.ndarray | sp.csr_matrix, genes: np.ndarray) -> np.ndarray:
+    """GenePT-w kernel: ``block @ genes`` divided by the number of genes.
+
+    Sparse blocks go through torch's multithreaded CSR matmul when torch is present.
+    """
+    n_genes = block.shape[1]
+    if sp.issparse(block):
+        try:
+            import torch
+        except ImportError:
+            return np.asarray(block @ genes, dtype=np.float32) / n_genes
+        csr = block.tocsr()
+        t = torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data.astype(np.float32, copy=False)),
+            size=csr.shape,
+        )
+        out = (t @ torch.from_numpy(np.ascontiguousarray(genes, dtype=np.float32))).numpy()
+        return out / n_genes
+    return np.asarray(block, dtype=np.float32) @ genes / n_genes
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def _genept_w(X, genes, *, relative: bool, chunk_size: int) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    out = np.zeros((X.shape[0], genes.shape[1]), dtype=np.float32)
+    mean, std = gene_stats(X) if relative else (None, None)
+    chunks = list(_row_chunks(X.shape[0], chunk_size))
+    for rows in tqdm(chunks, desc="GenePT-w", disable=not settings.progress or len(chunks) < 2):
+        block = X[rows]
+        if relative:
+            block = relative_weights(block, mean, std)
+        out[rows] = weighted_gene_mean(block, genes)
+    return _l2(out)
+
+
+def cell_sentences(
+    X: np.ndarray | sp.csr_matrix, gene_names: list[str], *, top_k: int = 50
+) -> list[str]:
+    """Return one GenePT-s sentence per cell: its top-``top_k`` genes by value."""
+    names = np.asarray(gene_names, dtype=object)
+    sentences = []
+    for i in range(X.shape[0]):
+        row = X[i].toarray().ravel() if sp.issparse(X) else np.asarray(X[i]).ravel()
+        nz = np.flatnonzero(row > 0)
+        top = nz[np.argsort(-row[nz], kind="stable")[:top_k]]
+        sentences.append(SENTENCE_TEMPLATE.format(genes=" ".join(names[top])))
+    return sentences
+
+
+def embed_cells(
+    adata: AnnData,
+    *,
+    method: Literal["genept_w", "cell_sentence"] = "genept_w",
+    weighting: Literal["expression", "relative"] = "expression",
+    layer: str | None = None,
+    use_raw: bool = False,
+    source: object = "builtin",
+    encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
+    species: str = "human",
+    top_k: int = 50,
+    chunk_size: int = 10_000,
+    key_added: str = CELL_TEXT_KEY,
+    cache: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed each cell or spot in the gene-knowledge text space.
+
+    Parameters
+    ----------
+    adata
+        Non-negative expression (counts or log-normalised) in ``X``, a layer or ``raw``.
+    method
+        ``"genept_w"``: expression-weighted mean of gene text embeddings (GenePT-w).
+        ``"cell_sentence"``: the top-``top_k`` genes as a sentence, embedded as one text
+        (GenePT-s).
+    weighting
+        ``"expression"``: the values as given (GenePT-w). ``"relative"``: each gene's
+        z-score across cells with the negative part set to 0, so genes every cell
+        expresses do not dominate. Also used to rank genes for cell sentences.
+    layer, use_raw
+        Where to read expression.
+    source, encoder, species
+        Gene knowledge and text encoder (see :func:`kbfm.tl.embed_genes`). When
+        ``adata.varm["kbfm_gene_text"]`` exists and expression is read from ``X`` or a
+        layer, it is reused.
+    top_k
+        Genes per cell sentence.
+    chunk_size
+        Cells per chunk; sparse input stays sparse within a chunk.
+    key_added
+        Key in ``adata.obsm``.
+    cache
+        Use the embedding cache.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy=True``. Writes L2-normalised
+    ``adata.obsm[key_added]`` and ``adata.uns["kbfm"]["embed_cells"]``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, kbfm
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> kbfm.tl.embed_cells(adata, use_raw=True, weighting="relative")
+    >>> adata.obsm["X_genetext"].shape
+    (700, 384)
+    """
+    if method not in ("genept_w", "cell_sentence"):
+        msg = f"Unknown method {method!r}; choose 'genept_w' or 'cell_sentence'."
+        raise KbfmInputError(msg)
+    if weighting not in ("expression", "relative"):
+        msg = f"Unknown weighting {weighting!r}; choose 'expression' or 'relative'."
+        raise KbfmInputError(msg)
+    if chunk_size < 1 or top_k < 1:
+        msg = f"chunk_size and top_k must be positive (got {chunk_size}, {top_k})."
+        raise KbfmInputError(msg)
+    X, names = expression_matrix(adata, layer=layer, use_raw=use_raw)
+    enc = get_text_encoder(encoder) if not isinstance(encoder, TextEncoder) else encoder
+    params = {
+        "method": method,
+        "weighting": weighting,
+        "layer": layer,
+        "use_raw": use_raw,
+        "encoder": enc.name,
+        "encoder_model_id": enc.model_id,
+        "encoder_revision": enc.revision,
+    }
+    if method == "genept_w":
+        reuse = not use_raw and GENE_TEXT_KEY in adata.varm and "kbfm_has_knowledge" in adata.var
+        if reuse and adata.varm[GENE_TEXT_KEY].shape[1] == enc.dim:
+            genes = np.asarray(adata.varm[GENE_TEXT_KEY], dtype=np.float32)
+            keep = np.asarray(adata.var["kbfm_has_knowledge"], dtype=bool)
+            params["gene_embeddings"] = f"adata.varm[{GENE_TEXT_KEY!r}]"
+        else:
+            vectors = gene_vectors(names, source=source, encoder=enc, species=species, cache=cache)
+            genes, keep = vectors.matrix, vectors.has_knowledge
+            params.update(vectors.provenance)
+        X = X[:, np.flatnonzero(keep)]
+        emb = _genept_w(X, genes[keep], relative=weighting == "relative", chunk_size=chunk_size)
+        params["n_genes_used"] = int(keep.sum())
+    else:
+        if weighting == "relative":
+            mean, std = gene_stats(X)
+            ranked = np.vstack(
+                [relative_weights(X[r], mean, std) for r in _row_chunks(X.shape[0], chunk_size)]
+            )
+        else:
+            ranked = X
+        sentences = cell_sentences(ranked, names, top_k=top_k)
+        emb = encode_texts(sentences, enc, cache=cache)
+        params.update(top_k=top_k, template=SENTENCE_TEMPLATE)
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = emb
+    record_step(adata, "embed_cells", key_added=key_added, **params)
+    return adata if copy else None

@@ -1,0 +1,111 @@
+"""``kbfm.tl.query``: similarity of every cell to a free-text query."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from anndata import AnnData
+
+from .._errors import KbfmInputError
+from .._provenance import record_step
+from ..encoders import encode_texts, get_text_encoder
+from .embed_cells import CELL_TEXT_KEY
+
+
+def _query_key(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40]
+    return f"kbfm_query_{slug or 'text'}"
+
+
+def query(
+    adata: AnnData,
+    text: str,
+    *,
+    use_rep: str = CELL_TEXT_KEY,
+    encoder: str | None = None,
+    ontology_prior: bool = True,
+    species: str = "human",
+    key_added: str | None = None,
+    copy: bool = False,
+) -> AnnData | None:
+    """Score every cell or spot against a free-text query (CellWhisperer-style).
+
+    The query is embedded with the encoder that made ``obsm[use_rep]`` and compared
+    by cosine with each cell embedding. When the query names a Cell Ontology term
+    (label or synonym) and ``ontology_prior`` is true, the mean embedding of that
+    term's curated marker genes (from ``varm["kbfm_gene_text"]``) is added to the query
+    vector, so "regulatory T cell" finds cells that express Treg markers.
+
+    Parameters
+    ----------
+    adata
+        Data with ``obsm[use_rep]`` from :func:`kbfm.tl.embed_cells`.
+    text
+        The query, e.g. ``"cytotoxic lymphocytes"``.
+    use_rep
+        Cell embedding key.
+    encoder
+        Text encoder; default: the one recorded by ``embed_cells``.
+    ontology_prior
+        Blend in marker knowledge when the query is a Cell Ontology term.
+    species
+        Marker species.
+    key_added
+        ``obs`` column (default ``kbfm_query_<slug of text>``).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy=True``. Writes cosine similarities to
+    ``obs[key_added]``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, kbfm
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> kbfm.tl.embed_genes(adata)
+    >>> kbfm.tl.embed_cells(adata, use_raw=True, weighting="relative")
+    >>> kbfm.tl.query(adata, "B cell", key_added="b_like")
+    >>> float(adata.obs["b_like"].max()) <= 1.0
+    True
+    """
+    if not isinstance(text, str) or not text.strip():
+        msg = "query text must be a non-empty string."
+        raise KbfmInputError(msg)
+    if use_rep not in adata.obsm:
+        msg = f"adata.obsm[{use_rep!r}] not found; run kbfm.tl.embed_cells(adata) first."
+        raise KbfmInputError(msg)
+    cells = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    recorded = adata.uns.get("kbfm", {}).get("embed_cells", {})
+    enc = get_text_encoder(encoder or recorded.get("encoder", "minilm"))
+    if enc.dim != cells.shape[1]:
+        msg = (
+            f"Encoder {enc.name!r} gives {enc.dim}-d vectors but obsm[{use_rep!r}] is "
+            f"{cells.shape[1]}-d; pass the encoder that made the cell embeddings."
+        )
+        raise KbfmInputError(msg)
+    vec = encode_texts([text], enc)[0]
+    prior_used = ""
+    if ontology_prior and "kbfm_gene_text" in adata.varm:
+        from ..knowledge import CellOntology, marker_sets
+
+        term_id = CellOntology.load().lookup(text)
+        if term_id is not None:
+            genes = {g.upper() for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])}
+            symbols = adata.var.get("kbfm_symbol", adata.var_names.to_series()).astype(str).str.upper()
+            rows = np.flatnonzero(symbols.isin(genes).to_numpy() & adata.var["kbfm_has_knowledge"].to_numpy())
+            if rows.size:
+                mean = np.asarray(adata.varm["kbfm_gene_text"])[rows].mean(axis=0)
+                vec = vec + mean / max(np.linalg.norm(mean), 1e-12)
+                prior_used = term_id
+    vec = vec / max(np.linalg.norm(vec), 1e-12)
+    norms = np.maximum(np.linalg.norm(cells, axis=1), 1e-12)
+    scores = cells @ vec / norms
+    key = key_added or _query_key(text)
+    adata = adata.copy() if copy else adata
+    adata.obs[key] = scores.astype(np.float32)
+    record_step(adata, f"query_{key}", text=text, use_rep=use_rep, encoder=enc.name,
+                ontology_prior=prior_used)
+    return adata if copy else None
