@@ -134,7 +134,10 @@ class SentenceTransformerEncoder(TextEncoder):
             )
             raise KbfmUnavailableError(msg) from err
         self.revision = weights_fingerprint(str(local)) if local.exists() else str(revision or "main")
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
+            self.model, "get_sentence_embedding_dimension"
+        )
+        self.dim = int(get_dim())
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         return self.model.encode(

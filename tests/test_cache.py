@@ -1,0 +1,90 @@
+"""The embedding cache: content addressing, atomic writes, corruption, two writers."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+
+from kbfm._cache import EmbeddingCache
+from kbfm.encoders import TextEncoder, encode_texts
+
+
+class CountingEncoder(TextEncoder):
+    """A deterministic encoder that counts how many texts it embedded."""
+
+    def __init__(self, revision: str = "r1"):
+        self.name = "counting"
+        self.model_id = "test/counting"
+        self.revision = revision
+        self.dim = 8
+        self.calls = 0
+
+    def _encode_batch(self, texts):
+        self.calls += len(texts)
+        return np.stack([np.frombuffer(t.ljust(32)[:32].encode(), dtype=np.uint8)[:8] for t in texts]).astype(np.float32) + 1
+
+
+def test_second_run_recomputes_nothing(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    enc = CountingEncoder()
+    first = encode_texts(["alpha", "beta", "alpha"], enc, cache=cache)
+    assert enc.calls == 2  # duplicates computed once
+    second = encode_texts(["beta", "alpha"], enc, cache=cache)
+    assert enc.calls == 2
+    assert cache.stats.hits == 2
+    np.testing.assert_array_equal(second, first[[1, 0]])
+
+
+def test_key_includes_model_revision(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    encode_texts(["alpha"], CountingEncoder("r1"), cache=cache)
+    other = CountingEncoder("r2")
+    encode_texts(["alpha"], other, cache=cache)
+    assert other.calls == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_entry_is_detected_and_recomputed(tmp_path, damage):
+    cache = EmbeddingCache(tmp_path)
+    enc = CountingEncoder()
+    good = encode_texts(["gamma"], enc, cache=cache)
+    (entry,) = list(tmp_path.rglob("*.emb"))
+    raw = entry.read_bytes()
+    if damage == "truncate":
+        entry.write_bytes(raw[:-5])
+    elif damage == "flip":
+        entry.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0xFF]))
+    else:
+        entry.write_bytes(b"not an embedding")
+    again = encode_texts(["gamma"], enc, cache=cache)
+    assert enc.calls == 2
+    assert cache.stats.corrupt == 1
+    np.testing.assert_array_equal(again, good)
+    assert EmbeddingCache(tmp_path).get("test/counting", "r1", ["gamma"])[1] == []
+
+
+def _writer(root, seed, n):
+    cache = EmbeddingCache(root)
+    rng = np.random.default_rng(seed)
+    texts = [f"text {i}" for i in range(n)]
+    vectors = np.tile(np.arange(16, dtype=np.float32), (n, 1))  # same content from both writers
+    for _ in range(3):
+        order = rng.permutation(n)
+        cache.put("m", "r", [texts[i] for i in order], vectors[order])
+
+
+def test_two_processes_writing_at_once_leave_valid_entries(tmp_path):
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), s, 200)) for s in (1, 2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    cache = EmbeddingCache(tmp_path)
+    found, missing = cache.get("m", "r", [f"text {i}" for i in range(200)])
+    assert missing == [] and cache.stats.corrupt == 0
+    assert all(np.array_equal(v, np.arange(16, dtype=np.float32)) for v in found.values())
+    assert not list(tmp_path.rglob(".tmp-*"))
