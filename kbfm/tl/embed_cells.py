@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import warnings
+
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -55,15 +57,52 @@ def weighted_gene_mean(block: np.ndarray | sp.csr_matrix, genes: np.ndarray) -> 
         except ImportError:
             return np.asarray(block @ genes, dtype=np.float32) / n_genes
         csr = block.tocsr()
-        t = torch.sparse_csr_tensor(
-            torch.from_numpy(csr.indptr.astype(np.int64)),
-            torch.from_numpy(csr.indices.astype(np.int64)),
-            torch.from_numpy(csr.data.astype(np.float32, copy=False)),
-            size=csr.shape,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "CSR support is in beta"
+            t = torch.sparse_csr_tensor(
+                torch.from_numpy(csr.indptr.astype(np.int64)),
+                torch.from_numpy(csr.indices.astype(np.int64)),
+                torch.from_numpy(csr.data.astype(np.float32, copy=False)),
+                size=csr.shape,
+                check_invariants=False,
+            )
         out = (t @ torch.from_numpy(np.ascontiguousarray(genes, dtype=np.float32))).numpy()
         return out / n_genes
     return np.asarray(block, dtype=np.float32) @ genes / n_genes
+
+
+def genept_w_stream(
+    blocks: Iterable[np.ndarray | sp.spmatrix], gene_matrix: np.ndarray
+) -> Iterator[np.ndarray]:
+    """Out-of-core GenePT-w: yield L2-normalised cell embeddings block by block.
+
+    Use it for data that does not fit in memory (e.g. row chunks of a backed ``.h5ad``
+    or of a zarr store); only one block is held at a time.
+
+    Parameters
+    ----------
+    blocks
+        Row blocks of the expression matrix (cells x genes, same gene order).
+    gene_matrix
+        ``(n_genes, dim)`` gene text embeddings (e.g. ``adata.varm["kbfm_gene_text"]``).
+
+    Yields
+    ------
+    ``(n_cells_in_block, dim)`` float32 arrays.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> genes = np.eye(3, dtype=np.float32)
+    >>> [b.shape for b in genept_w_stream([sp.csr_matrix(np.ones((2, 3)))], genes)]
+    [(2, 3)]
+    """
+    genes = np.ascontiguousarray(gene_matrix, dtype=np.float32)
+    for block in blocks:
+        if block.shape[1] != genes.shape[0]:
+            msg = f"Block has {block.shape[1]} genes but gene_matrix has {genes.shape[0]} rows."
+            raise KbfmInputError(msg)
+        yield _l2(weighted_gene_mean(block, genes))
 
 
 def _l2(x: np.ndarray) -> np.ndarray:
