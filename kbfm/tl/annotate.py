@@ -55,6 +55,7 @@ def annotate(
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
     species: str = "human",
     prototype: str = "card+markers",
+    markers_in_card: bool = True,
     weighting: Literal["expression", "relative"] = "relative",
     key_added: str = CELLTYPE_KEY,
     cache: bool = True,
@@ -86,7 +87,10 @@ def annotate(
     source, encoder, species
         Gene knowledge, text encoder and species (see :func:`kbfm.tl.embed_genes`).
     prototype
-        ``"card"``, ``"markers"`` or ``"card+markers"`` (see the module docs).
+        ``"card"`` (Cell Ontology card text), ``"markers"`` (mean text embedding of the
+        cell type's marker genes) or ``"card+markers"`` (both).
+    markers_in_card
+        Write the marker genes into the card text.
     weighting
         ``"relative"`` (z-score, negative part 0) or ``"expression"`` (raw GenePT-w).
     key_added
@@ -141,10 +145,12 @@ def annotate(
         lookup = {gv.symbols[i].upper(): gv.matrix[i] for i in keep}
         protos = build_prototypes(
             ids, ontology=ontology, encoder=enc, gene_lookup=lookup, species=species,
-            kind=prototype, cache=cache,
+            kind=prototype, markers_in_card=markers_in_card, cache=cache,
         )
         scores, labels_ids = cells @ protos.vectors.T, protos.ids
-        params.update(gv.provenance, prototype=prototype, weighting=weighting)
+        params.update(
+            gv.provenance, prototype=prototype, markers_in_card=markers_in_card, weighting=weighting
+        )
 
     if groups is not None:
         group_scores, inverse = _group_mean(scores, groups)
