@@ -1,0 +1,79 @@
+"""Zero-shot annotation and its metrics on generated data with known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kbfm
+from kbfm._errors import KbfmInputError
+from kbfm.knowledge import CellOntology, marker_sets
+
+TYPES = ["B cell", "natural killer cell", "CD14-positive monocyte", "plasmacytoid dendritic cell"]
+
+
+@pytest.fixture(scope="module")
+def ontology():
+    return CellOntology.load()
+
+
+@pytest.fixture
+def simulated(ontology):
+    """Counts where each cell type over-expresses its curated markers."""
+    ids = [ontology.term(t).id for t in TYPES]
+    markers = marker_sets(cell_types=ids)
+    adata = kbfm.datasets.synthetic_expression({cid: markers[cid] for cid in ids}, n_cells_per_type=30)
+    import scanpy as sc
+
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    return adata
+
+
+@pytest.mark.parametrize("groupby", [None, "auto"])
+def test_zero_shot_recovers_simulated_types(simulated, groupby):
+    kbfm.tl.annotate(simulated, candidates="leukocyte", groupby=groupby)
+    result = kbfm.tl.evaluate_annotation(simulated.obs["cell_type"].astype(str), simulated.obs["kbfm_celltype_id"].astype(str))
+    assert result["accuracy"] >= 0.9
+    assert simulated.obs["kbfm_celltype_score"].between(-1, 1).all()
+    assert simulated.obsm["kbfm_celltype_scores"].shape[0] == simulated.n_obs
+    assert simulated.uns["kbfm"]["annotate"]["method"] == "zero_shot"
+
+
+def test_marker_score_baseline_recovers_simulated_types(simulated):
+    kbfm.tl.annotate(simulated, method="marker_score", candidates="leukocyte", key_added="base")
+    truth = simulated.obs["cell_type"].astype(str).to_numpy()
+    assert np.mean(simulated.obs["base_id"].astype(str).to_numpy() == truth) >= 0.9
+
+
+def test_candidates_must_exist(simulated):
+    with pytest.raises(KbfmInputError, match="leukocite"):
+        kbfm.tl.annotate(simulated, candidates=["B cell", "leukocite"])
+
+
+def test_groupby_must_be_an_obs_column(simulated):
+    with pytest.raises(KbfmInputError, match="not a column of adata.obs"):
+        kbfm.tl.annotate(simulated, groupby="clusters_that_do_not_exist")
+
+
+def test_copy_leaves_input_untouched(simulated):
+    out = kbfm.tl.annotate(simulated, candidates="leukocyte", copy=True)
+    assert "kbfm_celltype" in out.obs and "kbfm_celltype" not in simulated.obs
+
+
+def test_ontology_aware_scoring(ontology):
+    t_cell, cd4 = ontology.term("T cell").id, ontology.term("CD4-positive, alpha-beta T cell").id
+    b_cell = ontology.term("B cell").id
+    res = kbfm.tl.evaluate_annotation([cd4, cd4, cd4, b_cell], [cd4, t_cell, b_cell, b_cell], ontology=ontology)
+    assert res["accuracy"] == 0.5
+    assert res["full"] == 0.5 and res["partial"] == 0.25 and res["none"] == 0.25
+    assert res["ontology_accuracy"] == pytest.approx(0.625)
+
+
+def test_query_finds_the_named_cell_type(simulated):
+    kbfm.tl.embed_genes(simulated)
+    kbfm.tl.embed_cells(simulated, weighting="relative")
+    kbfm.tl.query(simulated, "natural killer cell", key_added="nk")
+    nk_id = CellOntology.load().term("natural killer cell").id
+    is_nk = simulated.obs["cell_type"].astype(str) == nk_id
+    assert simulated.obs.loc[is_nk, "nk"].mean() > simulated.obs.loc[~is_nk, "nk"].mean() + 0.1

@@ -1,0 +1,55 @@
+"""The kbfm command line on small .h5ad files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+import kbfm
+from kbfm.cli import app
+
+runner = CliRunner()
+
+
+def test_info_lists_offline_default():
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    default = [r for r in info["text_encoders"] if r["default"]]
+    assert default[0]["name"] == "minilm" and default[0]["offline"] is True
+
+
+def test_embed_annotate_query_roundtrip(tmp_path):
+    adata = kbfm.datasets.pbmc68k_reduced()[:120].copy()
+    path = tmp_path / "pbmc.h5ad"
+    adata.write_h5ad(path)
+    out = tmp_path / "out.h5ad"
+    for args in (
+        ["embed-genes", str(path), "--out", str(out)],
+        ["embed-cells", str(out), "--weighting", "relative"],
+        ["annotate", str(out), "--candidates", "leukocyte", "--groupby", "auto"],
+        ["query", str(out), "B cell", "--key", "b_like"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    done = kbfm.io.read_h5ad(out)
+    assert done.obsm["X_genetext"].shape == (120, 384)
+    assert {"kbfm_celltype", "kbfm_celltype_id", "kbfm_celltype_score", "b_like"} <= set(done.obs)
+    assert np.isfinite(done.obs["b_like"]).all()
+    assert set(done.uns["kbfm"]["history"]) >= {"embed_genes", "embed_cells", "annotate"}
+    assert not list(tmp_path.glob(".*h5ad"))  # no temporary files left behind
+
+
+def test_unknown_encoder_is_a_clean_error(tmp_path):
+    path = tmp_path / "x.h5ad"
+    kbfm.datasets.pbmc68k_reduced()[:10].copy().write_h5ad(path)
+    result = runner.invoke(app, ["embed-genes", str(path), "--encoder", "no-such-model"])
+    assert result.exit_code == 2
+    assert "Unknown text encoder 'no-such-model'" in result.output
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    result = runner.invoke(app, ["embed-cells", str(tmp_path / "missing.h5ad")])
+    assert result.exit_code == 2 and "No such .h5ad file" in result.output
