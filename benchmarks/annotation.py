@@ -81,21 +81,49 @@ def knn_cv(emb: np.ndarray, labels: np.ndarray) -> dict:
 
     min_class = np.unique(labels, return_counts=True)[1].min()
     cv = StratifiedKFold(n_splits=min(5, int(min_class)), shuffle=True, random_state=0)
-    pred = cross_val_predict(KNeighborsClassifier(n_neighbors=10, metric="cosine"), emb, labels, cv=cv)
-    return {"accuracy": float(accuracy_score(labels, pred)),
-            "macro_f1": float(f1_score(labels, pred, average="macro"))}
+    pred = cross_val_predict(
+        KNeighborsClassifier(n_neighbors=10, metric="cosine"), emb, labels, cv=cv
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, pred)),
+        "macro_f1": float(f1_score(labels, pred, average="macro")),
+    }
 
 
 def run_dataset(name: str, adata, ontology) -> dict:
     truth = adata.obs["cell_type_id"].astype(str).to_numpy()
     wide, narrow = None, restricted(name, ontology)
     steps = [
-        ("1 text only (cards without markers, raw weights)", dict(prototype="card", weighting="expression", groupby=None, candidates=wide, markers_in_card=False)),
-        ("2 + markers in cards", dict(prototype="card", weighting="expression", groupby=None, candidates=wide)),
-        ("3 + marker-gene prototype", dict(prototype="card+markers", weighting="expression", groupby=None, candidates=wide)),
-        ("4 + relative expression", dict(prototype="card+markers", weighting="relative", groupby=None, candidates=wide)),
-        ("5 + cluster aggregation", dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=wide)),
-        ("6 + ontology-restricted candidates (kbfm default recipe)", dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=narrow)),
+        (
+            "1 text only (cards without markers, raw weights)",
+            dict(
+                prototype="card",
+                weighting="expression",
+                groupby=None,
+                candidates=wide,
+                markers_in_card=False,
+            ),
+        ),
+        (
+            "2 + markers in cards",
+            dict(prototype="card", weighting="expression", groupby=None, candidates=wide),
+        ),
+        (
+            "3 + marker-gene prototype",
+            dict(prototype="card+markers", weighting="expression", groupby=None, candidates=wide),
+        ),
+        (
+            "4 + relative expression",
+            dict(prototype="card+markers", weighting="relative", groupby=None, candidates=wide),
+        ),
+        (
+            "5 + cluster aggregation",
+            dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=wide),
+        ),
+        (
+            "6 + ontology-restricted candidates (kbfm default recipe)",
+            dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=narrow),
+        ),
     ]
     rows = {}
     for label, kw in steps:
@@ -105,19 +133,31 @@ def run_dataset(name: str, adata, ontology) -> dict:
         rows[label] = kbfm.tl.evaluate_annotation(truth, pred, ontology=ontology)
         rows[label]["seconds"] = round(time.perf_counter() - t, 1)
     clusters = adata.obs["kbfm_clusters"].copy()
-    for label, groupby in (("baseline: marker score (cell level)", None),
-                           ("baseline: marker score (cluster level)", "kbfm_clusters")):
+    for label, groupby in (
+        ("baseline: marker score (cell level)", None),
+        ("baseline: marker score (cluster level)", "kbfm_clusters"),
+    ):
         adata.obs["kbfm_clusters"] = clusters
-        kbfm.tl.annotate(adata, method="marker_score", candidates=narrow, groupby=groupby, key_added="pred")
+        kbfm.tl.annotate(
+            adata, method="marker_score", candidates=narrow, groupby=groupby, key_added="pred"
+        )
         pred = adata.obs["pred_id"].astype(str).to_numpy()
         rows[label] = kbfm.tl.evaluate_annotation(truth, pred, ontology=ontology)
     kbfm.tl.embed_cells(adata, weighting="expression")
-    rows["reference: 10-NN on GenePT-w (5-fold CV, supervised)"] = knn_cv(adata.obsm["X_genetext"], truth)
+    rows["reference: 10-NN on GenePT-w (5-fold CV, supervised)"] = knn_cv(
+        adata.obsm["X_genetext"], truth
+    )
     kbfm.tl.embed_cells(adata, weighting="relative")
-    rows["reference: 10-NN on relative GenePT-w (5-fold CV, supervised)"] = knn_cv(adata.obsm["X_genetext"], truth)
-    return {"n_cells": int(adata.n_obs), "n_types": int(len(set(truth))),
-            "n_candidates_all": len(resolve_candidates(None, ontology)),
-            "n_candidates_restricted": len(narrow), "rows": rows}
+    rows["reference: 10-NN on relative GenePT-w (5-fold CV, supervised)"] = knn_cv(
+        adata.obsm["X_genetext"], truth
+    )
+    return {
+        "n_cells": int(adata.n_obs),
+        "n_types": len(set(truth)),
+        "n_candidates_all": len(resolve_candidates(None, ontology)),
+        "n_candidates_restricted": len(narrow),
+        "rows": rows,
+    }
 
 
 def to_markdown(results: dict) -> str:
@@ -125,8 +165,10 @@ def to_markdown(results: dict) -> str:
     for name, res in results.items():
         if name == "meta":
             continue
-        out.append(f"\n**{name}** ({res['n_cells']} cells, {res['n_types']} types; candidates: "
-                   f"{res['n_candidates_all']} all / {res['n_candidates_restricted']} restricted)\n")
+        out.append(
+            f"\n**{name}** ({res['n_cells']} cells, {res['n_types']} types; candidates: "
+            f"{res['n_candidates_all']} all / {res['n_candidates_restricted']} restricted)\n"
+        )
         out.append("| method | accuracy | macro-F1 | ontology-aware |")
         out.append("|---|---|---|---|")
         for label, m in res["rows"].items():
@@ -139,8 +181,12 @@ def main() -> None:
     kbfm.settings.progress = False
     ontology = CellOntology.load()
     results = {name: run_dataset(name, adata, ontology) for name, adata in load_datasets().items()}
-    results["meta"] = {"encoder": "minilm", "knowledge": "builtin", "ontology": ontology.version,
-                       "kbfm_version": kbfm.__version__}
+    results["meta"] = {
+        "encoder": "minilm",
+        "knowledge": "builtin",
+        "ontology": ontology.version,
+        "kbfm_version": kbfm.__version__,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "annotation.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "annotation.md").write_text(to_markdown(results) + "\n")

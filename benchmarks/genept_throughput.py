@@ -30,7 +30,9 @@ def make_chunk(rng: np.random.Generator, n_cells: int) -> sp.csr_matrix:
     """Generate a CSR block with ~5% non-zeros per row and count-like values."""
     per_row = int(N_GENES * DENSITY)
     indptr = np.arange(0, n_cells * per_row + 1, per_row, dtype=np.int64)
-    indices = np.sort(rng.integers(0, N_GENES, size=(n_cells, per_row), dtype=np.int32), axis=1).ravel()
+    indices = np.sort(
+        rng.integers(0, N_GENES, size=(n_cells, per_row), dtype=np.int32), axis=1
+    ).ravel()
     data = (rng.geometric(0.4, size=n_cells * per_row)).astype(np.float32)
     return sp.csr_matrix((data, indices, indptr), shape=(n_cells, N_GENES))
 
@@ -63,8 +65,15 @@ def run_kbfm(n_cells: int, queue) -> None:
         row += len(emb)
     total = time.perf_counter() - t0
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    queue.put({"total_s": total, "generate_s": gen_s, "embed_s": total - gen_s, "peak_rss_gib": peak_gib,
-               "checksum": float(out[:: max(n_cells // 1000, 1)].sum())})
+    queue.put(
+        {
+            "total_s": total,
+            "generate_s": gen_s,
+            "embed_s": total - gen_s,
+            "peak_rss_gib": peak_gib,
+            "checksum": float(out[:: max(n_cells // 1000, 1)].sum()),
+        }
+    )
 
 
 def naive_dense(block: sp.csr_matrix, genes: np.ndarray) -> np.ndarray:
@@ -96,7 +105,9 @@ def main() -> None:
     (ours,) = list(genept_w_stream([block], genes))
     ours_subset_s = time.perf_counter() - t
     np.testing.assert_allclose(ours, naive, atol=1e-4)
-    np.testing.assert_allclose(ours, dense / np.linalg.norm(dense, axis=1, keepdims=True), atol=1e-4)
+    np.testing.assert_allclose(
+        ours, dense / np.linalg.norm(dense, axis=1, keepdims=True), atol=1e-4
+    )
 
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -108,7 +119,11 @@ def main() -> None:
     naive_rate = args.baseline_cells / naive_s
     ours_rate = args.cells / res["embed_s"]
     result = {
-        "n_cells": args.cells, "n_genes": N_GENES, "dim": DIM, "density": DENSITY, "chunk": CHUNK,
+        "n_cells": args.cells,
+        "n_genes": N_GENES,
+        "dim": DIM,
+        "density": DENSITY,
+        "chunk": CHUNK,
         "kbfm_total_s": round(res["total_s"], 1),
         "kbfm_embed_s": round(res["embed_s"], 1),
         "generate_s": round(res["generate_s"], 1),

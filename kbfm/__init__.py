@@ -17,7 +17,7 @@ from ._version import __version__
 _SUBMODULES = ("datasets", "encoders", "io", "knowledge", "pl", "tl")
 
 if TYPE_CHECKING:
-    from . import datasets, encoders, io, knowledge, pl, tl
+    from . import datasets, encoders, io, knowledge, pl, tl  # noqa: F401
 
 __all__ = ["__version__", "settings", *_SUBMODULES]
 

@@ -14,13 +14,19 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-knowledge_app = typer.Typer(help="Manage gene and cell-type knowledge sources.", no_args_is_help=True)
+knowledge_app = typer.Typer(
+    help="Manage gene and cell-type knowledge sources.", no_args_is_help=True
+)
 app.add_typer(knowledge_app, name="knowledge")
 
 InPath = Annotated[Path, typer.Argument(help="Input .h5ad file.")]
-OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output .h5ad (default: overwrite input).")]  # noqa: UP045
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", "-o", help="Output .h5ad (default: overwrite input).")
+]
 EncoderOpt = Annotated[str, typer.Option(help="Text encoder (see `kbfm info`).")]
-SourceOpt = Annotated[str, typer.Option(help="Gene knowledge: builtin, ncbi, or a JSON/TSV/CSV path.")]
+SourceOpt = Annotated[
+    str, typer.Option(help="Gene knowledge: builtin, ncbi, or a JSON/TSV/CSV path.")
+]
 SpeciesOpt = Annotated[str, typer.Option(help="human or mouse.")]
 LayerOpt = Annotated[Optional[str], typer.Option(help="Read expression from this layer.")]  # noqa: UP045
 RawOpt = Annotated[bool, typer.Option("--use-raw", help="Read expression from adata.raw.")]
@@ -83,7 +89,7 @@ def info(
         if spec.offline:
             try:
                 spec.resolve_source()
-            except Exception:  # noqa: BLE001 - reported as unavailable, not raised
+            except Exception:
                 available = False
         rows.append(
             {
@@ -98,12 +104,28 @@ def info(
             }
         )
     sources = [
-        {"name": "builtin", "offline": True, "note": "curated marker facts + Cell Ontology definitions"},
-        {"name": "ncbi", "offline": False, "note": "NCBI gene_info + RefSeq summaries; `kbfm knowledge download ncbi`"},
-        {"name": "<file>.json / .tsv / .csv", "offline": True, "note": "GenePT JSON or your own table"},
+        {
+            "name": "builtin",
+            "offline": True,
+            "note": "curated marker facts + Cell Ontology definitions",
+        },
+        {
+            "name": "ncbi",
+            "offline": False,
+            "note": "NCBI gene_info + RefSeq summaries; `kbfm knowledge download ncbi`",
+        },
+        {
+            "name": "<file>.json / .tsv / .csv",
+            "offline": True,
+            "note": "GenePT JSON or your own table",
+        },
     ]
     if as_json:
-        typer.echo(json.dumps({"version": __version__, "text_encoders": rows, "gene_knowledge": sources}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"version": __version__, "text_encoders": rows, "gene_knowledge": sources}, indent=2
+            )
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -113,11 +135,20 @@ def info(
         table.add_column(col)
     for r in rows:
         name = r["name"] + (" (default)" if r["default"] else "")
-        table.add_row(name, str(r["dim"]), r["backend"], "yes" if r["offline"] else "needs download/API",
-                      r["license"], r["description"])
+        table.add_row(
+            name,
+            str(r["dim"]),
+            r["backend"],
+            "yes" if r["offline"] else "needs download/API",
+            r["license"],
+            r["description"],
+        )
     console = Console()
     console.print(table)
-    console.print("Also accepted: st:<hub id or path>, hf:<hub id or path> (LLM mean pooling), openai:<model>.")
+    console.print(
+        "Also accepted: st:<hub id or path>, hf:<hub id or path> (LLM mean pooling), "
+        "openai:<model>."
+    )
     ks = Table(title="gene knowledge sources")
     for col in ("name", "offline", "note"):
         ks.add_column(col)
@@ -128,13 +159,18 @@ def info(
 
 @app.command("embed-genes")
 def embed_genes_cmd(
-    path: InPath, out: OutOpt = None, source: SourceOpt = "builtin", encoder: EncoderOpt = "minilm",
+    path: InPath,
+    out: OutOpt = None,
+    source: SourceOpt = "builtin",
+    encoder: EncoderOpt = "minilm",
     species: SpeciesOpt = "human",
 ) -> None:
     """Embed each gene's knowledge text into varm['kbfm_gene_text']."""
     from . import tl
 
-    _roundtrip(path, out, lambda a: tl.embed_genes(a, source=source, encoder=encoder, species=species))
+    _roundtrip(
+        path, out, lambda a: tl.embed_genes(a, source=source, encoder=encoder, species=species)
+    )
 
 
 @app.command("embed-cells")
@@ -152,9 +188,20 @@ def embed_cells_cmd(
     """Embed each cell/spot into obsm['X_genetext']."""
     from . import tl
 
-    _roundtrip(path, out, lambda a: tl.embed_cells(
-        a, method=method, weighting=weighting, layer=layer, use_raw=use_raw, source=source,
-        encoder=encoder, species=species))
+    _roundtrip(
+        path,
+        out,
+        lambda a: tl.embed_cells(
+            a,
+            method=method,
+            weighting=weighting,
+            layer=layer,
+            use_raw=use_raw,
+            source=source,
+            encoder=encoder,
+            species=species,
+        ),
+    )
 
 
 @app.command()
@@ -162,7 +209,10 @@ def annotate(
     path: InPath,
     out: OutOpt = None,
     method: Annotated[str, typer.Option(help="zero_shot or marker_score.")] = "zero_shot",
-    candidates: Annotated[Optional[str], typer.Option(help="Ontology root (e.g. leukocyte) or comma-separated cell types.")] = None,  # noqa: UP045
+    candidates: Annotated[
+        str | None,
+        typer.Option(help="Ontology root (e.g. leukocyte) or comma-separated cell types."),
+    ] = None,
     groupby: Annotated[Optional[str], typer.Option(help="obs column or 'auto' (Leiden).")] = None,  # noqa: UP045
     layer: LayerOpt = None,
     use_raw: RawOpt = False,
@@ -174,9 +224,21 @@ def annotate(
     from . import tl
 
     cands = candidates.split(",") if candidates and "," in candidates else candidates
-    _roundtrip(path, out, lambda a: tl.annotate(
-        a, method=method, candidates=cands, groupby=groupby, layer=layer, use_raw=use_raw,
-        source=source, encoder=encoder, species=species))
+    _roundtrip(
+        path,
+        out,
+        lambda a: tl.annotate(
+            a,
+            method=method,
+            candidates=cands,
+            groupby=groupby,
+            layer=layer,
+            use_raw=use_raw,
+            source=source,
+            encoder=encoder,
+            species=species,
+        ),
+    )
 
 
 @app.command()
@@ -196,7 +258,9 @@ def query(
 def knowledge_download(
     source: Annotated[str, typer.Argument(help="Only 'ncbi' for now.")],
     species: SpeciesOpt = "human",
-    dest: Annotated[Optional[Path], typer.Option(help="Target folder (default: kbfm cache).")] = None,  # noqa: UP045
+    dest: Annotated[
+        Path | None, typer.Option(help="Target folder (default: kbfm cache).")
+    ] = None,
 ) -> None:
     """Download a gene knowledge source for offline use (needs internet)."""
     from ._errors import KbfmInputError

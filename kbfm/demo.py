@@ -24,7 +24,10 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _table(metrics: dict) -> str:
-    rows = ["| method | accuracy | macro-F1 | ontology-aware | full / partial / none |", "|---|---|---|---|---|"]
+    rows = [
+        "| method | accuracy | macro-F1 | ontology-aware | full / partial / none |",
+        "|---|---|---|---|---|",
+    ]
     for name, m in metrics.items():
         if not isinstance(m, dict) or "accuracy" not in m:
             continue
@@ -68,7 +71,9 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     ontology = CellOntology.load()
     tl.embed_genes(adata, encoder=encoder)
     tl.embed_cells(adata, encoder=encoder, weighting="relative")
-    sc.pp.neighbors(adata, use_rep="X_genetext", n_neighbors=15, random_state=0, key_added="genetext")
+    sc.pp.neighbors(
+        adata, use_rep="X_genetext", n_neighbors=15, random_state=0, key_added="genetext"
+    )
     umap = sc.tl.umap(adata, neighbors_key="genetext", random_state=0, copy=True).obsm["X_umap"]
     adata.obsm["X_umap_genetext"] = umap
 
@@ -76,7 +81,10 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
         "zero_shot": {"method": "zero_shot", "groupby": "auto"},
         "zero_shot_cell_level": {"method": "zero_shot", "groupby": None},
         "baseline_marker_score": {"method": "marker_score", "groupby": None},
-        "baseline_marker_score_cluster_level": {"method": "marker_score", "groupby": "kbfm_clusters"},
+        "baseline_marker_score_cluster_level": {
+            "method": "marker_score",
+            "groupby": "kbfm_clusters",
+        },
     }
     truth = adata.obs["cell_type_id"].astype(str).tolist()
     metrics: dict = {}
@@ -91,18 +99,29 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     tl.query(adata, "B cell", key_added="query_b")
 
     embedding_panels(
-        adata, basis="X_umap", color=["cell_type", "kbfm_celltype", "baseline_marker_score"],
-        titles=["truth (sorted populations)", "kbfm zero-shot (cluster level)", "marker-score baseline"],
+        adata,
+        basis="X_umap",
+        color=["cell_type", "kbfm_celltype", "baseline_marker_score"],
+        titles=[
+            "truth (sorted populations)",
+            "kbfm zero-shot (cluster level)",
+            "marker-score baseline",
+        ],
         path=out / "umap_truth_vs_prediction.png",
     )
     embedding_panels(
-        adata, basis="X_umap_genetext", color=["cell_type", "kbfm_celltype"],
+        adata,
+        basis="X_umap_genetext",
+        color=["cell_type", "kbfm_celltype"],
         titles=["GenePT-w embedding: truth", "GenePT-w embedding: kbfm zero-shot"],
         path=out / "genetext_umap.png",
     )
     embedding_panels(
-        adata, basis="X_umap", color=["query_nk", "query_b"],
-        titles=["query: 'natural killer cell'", "query: 'B cell'"], path=out / "query.png",
+        adata,
+        basis="X_umap",
+        color=["query_nk", "query_b"],
+        titles=["query: 'natural killer cell'", "query: 'B cell'"],
+        path=out / "query.png",
     )
     seconds = time.perf_counter() - started
     metrics["meta"] = {
@@ -118,7 +137,7 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     report = f"""# kbfm demo: zero-shot cell-type annotation on pbmc68k_reduced
 
 Data: scanpy's bundled `pbmc68k_reduced` (700 PBMCs, 765 genes, labels = FACS-sorted
-populations mapped onto Cell Ontology ids). Candidates: the {metrics['meta']['n_candidates']}
+populations mapped onto Cell Ontology ids). Candidates: the {metrics["meta"]["n_candidates"]}
 curated cell types under "{DEMO_CANDIDATES}". Text encoder: `{encoder}` (offline,
 general-domain; a biomedical or LLM encoder is expected to do better). Gene knowledge:
 kbfm's built-in marker facts (covers marker genes only).

@@ -22,7 +22,9 @@ def simulated(ontology):
     """Counts where each cell type over-expresses its curated markers."""
     ids = [ontology.term(t).id for t in TYPES]
     markers = marker_sets(cell_types=ids)
-    adata = kbfm.datasets.synthetic_expression({cid: markers[cid] for cid in ids}, n_cells_per_type=30)
+    adata = kbfm.datasets.synthetic_expression(
+        {cid: markers[cid] for cid in ids}, n_cells_per_type=30
+    )
     import scanpy as sc
 
     sc.pp.normalize_total(adata, target_sum=1e4)
@@ -33,7 +35,9 @@ def simulated(ontology):
 @pytest.mark.parametrize("groupby", [None, "auto"])
 def test_zero_shot_recovers_simulated_types(simulated, groupby):
     kbfm.tl.annotate(simulated, candidates="leukocyte", groupby=groupby)
-    result = kbfm.tl.evaluate_annotation(simulated.obs["cell_type"].astype(str), simulated.obs["kbfm_celltype_id"].astype(str))
+    result = kbfm.tl.evaluate_annotation(
+        simulated.obs["cell_type"].astype(str), simulated.obs["kbfm_celltype_id"].astype(str)
+    )
     assert result["accuracy"] >= 0.9
     assert simulated.obs["kbfm_celltype_score"].between(-1, 1).all()
     assert simulated.obsm["kbfm_celltype_scores"].shape[0] == simulated.n_obs
@@ -52,7 +56,7 @@ def test_candidates_must_exist(simulated):
 
 
 def test_groupby_must_be_an_obs_column(simulated):
-    with pytest.raises(KbfmInputError, match="not a column of adata.obs"):
+    with pytest.raises(KbfmInputError, match=r"not a column of adata\.obs"):
         kbfm.tl.annotate(simulated, groupby="clusters_that_do_not_exist")
 
 
@@ -64,7 +68,9 @@ def test_copy_leaves_input_untouched(simulated):
 def test_ontology_aware_scoring(ontology):
     t_cell, cd4 = ontology.term("T cell").id, ontology.term("CD4-positive, alpha-beta T cell").id
     b_cell = ontology.term("B cell").id
-    res = kbfm.tl.evaluate_annotation([cd4, cd4, cd4, b_cell], [cd4, t_cell, b_cell, b_cell], ontology=ontology)
+    res = kbfm.tl.evaluate_annotation(
+        [cd4, cd4, cd4, b_cell], [cd4, t_cell, b_cell, b_cell], ontology=ontology
+    )
     assert res["accuracy"] == 0.5
     assert res["full"] == 0.5 and res["partial"] == 0.25 and res["none"] == 0.25
     assert res["ontology_accuracy"] == pytest.approx(0.625)

@@ -23,7 +23,12 @@ class CountingEncoder(TextEncoder):
 
     def _encode_batch(self, texts):
         self.calls += len(texts)
-        return np.stack([np.frombuffer(t.ljust(32)[:32].encode(), dtype=np.uint8)[:8] for t in texts]).astype(np.float32) + 1
+        return (
+            np.stack(
+                [np.frombuffer(t.ljust(32)[:32].encode(), dtype=np.uint8)[:8] for t in texts]
+            ).astype(np.float32)
+            + 1
+        )
 
 
 def test_second_run_recomputes_nothing(tmp_path):

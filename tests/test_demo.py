@@ -12,8 +12,14 @@ from kbfm.demo import run_demo
 @pytest.mark.slow
 def test_demo_writes_results(tmp_path):
     metrics = run_demo(tmp_path)
-    for name in ("demo.h5ad", "metrics.json", "report.md", "umap_truth_vs_prediction.png",
-                 "genetext_umap.png", "query.png"):
+    for name in (
+        "demo.h5ad",
+        "metrics.json",
+        "report.md",
+        "umap_truth_vs_prediction.png",
+        "genetext_umap.png",
+        "query.png",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))

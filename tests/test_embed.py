@@ -15,15 +15,17 @@ from kbfm.knowledge import GeneKnowledge
 
 @pytest.fixture
 def tiny_knowledge(tmp_path):
-    table = pd.DataFrame({
-        "symbol": ["CD3E", "MS4A1", "LYZ", "NKG7"],
-        "description": [
-            "T cell receptor complex subunit expressed on T lymphocytes",
-            "B lymphocyte surface antigen CD20",
-            "lysozyme, an antimicrobial enzyme abundant in monocytes",
-            "natural killer cell granule protein",
-        ],
-    })
+    table = pd.DataFrame(
+        {
+            "symbol": ["CD3E", "MS4A1", "LYZ", "NKG7"],
+            "description": [
+                "T cell receptor complex subunit expressed on T lymphocytes",
+                "B lymphocyte surface antigen CD20",
+                "lysozyme, an antimicrobial enzyme abundant in monocytes",
+                "natural killer cell granule protein",
+            ],
+        }
+    )
     path = tmp_path / "genes.tsv"
     table.to_csv(path, sep="\t", index=False)
     return GeneKnowledge.from_table(path)
@@ -32,7 +34,9 @@ def tiny_knowledge(tmp_path):
 @pytest.fixture
 def small_adata():
     X = np.array([[5, 0, 1, 0, 2], [0, 4, 0, 0, 1], [1, 0, 6, 2, 0]], dtype=np.float32)
-    return AnnData(sp.csr_matrix(X), var=pd.DataFrame(index=["CD3E", "MS4A1", "LYZ", "NKG7", "UNKNOWN1"]))
+    return AnnData(
+        sp.csr_matrix(X), var=pd.DataFrame(index=["CD3E", "MS4A1", "LYZ", "NKG7", "UNKNOWN1"])
+    )
 
 
 def test_embed_genes_writes_varm_and_flags(small_adata, tiny_knowledge, minilm):
@@ -84,7 +88,9 @@ def test_cell_sentence_ranks_genes(small_adata, tiny_knowledge, minilm):
     sentences = cell_sentences(small_adata.X, list(small_adata.var_names), top_k=2)
     assert sentences[0] == "A cell with genes ranked by expression: CD3E UNKNOWN1"
     kbfm.tl.embed_cells(small_adata, method="cell_sentence", top_k=2)
-    np.testing.assert_allclose(small_adata.obsm["X_genetext"][0], minilm.encode(sentences[:1])[0], atol=1e-5)
+    np.testing.assert_allclose(
+        small_adata.obsm["X_genetext"][0], minilm.encode(sentences[:1])[0], atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -104,7 +110,9 @@ def test_bad_expression_is_refused_before_work(small_adata, tiny_knowledge, make
 
 
 def test_no_gene_overlap_names_examples(tiny_knowledge):
-    adata = AnnData(np.ones((2, 3), dtype=np.float32), var=pd.DataFrame(index=["FOO1", "BAR2", "BAZ3"]))
+    adata = AnnData(
+        np.ones((2, 3), dtype=np.float32), var=pd.DataFrame(index=["FOO1", "BAR2", "BAZ3"])
+    )
     with pytest.raises(KbfmInputError, match=r"None of the 3 genes.*'FOO1'.*'CD3E'"):
         kbfm.tl.embed_genes(adata, source=tiny_knowledge)
 
@@ -118,7 +126,10 @@ def test_unmappable_ensembl_ids_are_explained(tiny_knowledge):
 
 def test_ensembl_ids_are_mapped_to_symbols(tiny_knowledge):
     # ENSG00000198851 = CD3E, ENSG00000156738 = MS4A1 (GENCODE v44, shipped by celltypist)
-    adata = AnnData(np.ones((2, 2), dtype=np.float32), var=pd.DataFrame(index=["ENSG00000198851.10", "ENSG00000156738"]))
+    adata = AnnData(
+        np.ones((2, 2), dtype=np.float32),
+        var=pd.DataFrame(index=["ENSG00000198851.10", "ENSG00000156738"]),
+    )
     kbfm.tl.embed_genes(adata, source=tiny_knowledge)
     assert adata.var["kbfm_symbol"].tolist() == ["CD3E", "MS4A1"]
     assert adata.var["kbfm_has_knowledge"].all()

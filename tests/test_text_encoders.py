@@ -6,8 +6,8 @@ import socket
 
 import numpy as np
 import pytest
-
 from _openai_server import DIM, EmbeddingsServer, fake_vector
+
 from kbfm._errors import KbfmInputError, KbfmUnavailableError
 from kbfm.encoders import encode_texts, get_text_encoder, list_text_encoders
 
@@ -51,8 +51,13 @@ def tiny_hf_model(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tok = AutoTokenizer.from_pretrained(_minilm_path())
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     import torch
 
     torch.manual_seed(0)
@@ -73,7 +78,9 @@ def test_hf_mean_pooling_backend(tiny_hf_model):
 def test_openai_endpoint_roundtrip_and_key_from_env(monkeypatch):
     monkeypatch.setenv("KBFM_TEST_KEY", "sk-test-123")
     with EmbeddingsServer() as server:
-        enc = get_text_encoder("openai:fake-embed", base_url=server.base_url, api_key_env="KBFM_TEST_KEY")
+        enc = get_text_encoder(
+            "openai:fake-embed", base_url=server.base_url, api_key_env="KBFM_TEST_KEY"
+        )
         assert enc.dim == DIM
         out = encode_texts(["alpha", "beta"], enc, cache=False)
     expected = np.asarray([fake_vector("alpha"), fake_vector("beta")], dtype=np.float32)
@@ -85,7 +92,9 @@ def test_openai_endpoint_roundtrip_and_key_from_env(monkeypatch):
 
 def test_openai_endpoint_retries_on_429():
     with EmbeddingsServer(fail_first=2) as server:
-        enc = get_text_encoder("openai:retry-model", base_url=server.base_url, dim=DIM, backoff=0.01)
+        enc = get_text_encoder(
+            "openai:retry-model", base_url=server.base_url, dim=DIM, backoff=0.01
+        )
         out = enc.encode(["gamma"])
     assert out.shape == (1, DIM)
     assert len(server.requests) == 3
@@ -94,8 +103,14 @@ def test_openai_endpoint_retries_on_429():
 def test_openai_endpoint_gives_up_with_url_and_no_key(monkeypatch):
     monkeypatch.setenv("KBFM_TEST_KEY", "sk-never-shown")
     with EmbeddingsServer(fail_first=100, status=500) as server:
-        enc = get_text_encoder("openai:broken", base_url=server.base_url, dim=DIM, backoff=0.01,
-                               max_retries=2, api_key_env="KBFM_TEST_KEY")
+        enc = get_text_encoder(
+            "openai:broken",
+            base_url=server.base_url,
+            dim=DIM,
+            backoff=0.01,
+            max_retries=2,
+            api_key_env="KBFM_TEST_KEY",
+        )
         with pytest.raises(KbfmUnavailableError) as err:
             enc.encode(["delta"])
     assert server.base_url in str(err.value) and "sk-never-shown" not in str(err.value)

@@ -50,5 +50,7 @@ def synthetic_expression(
         blocks.append(rng.poisson(mu * library))
         labels += [label] * n_cells_per_type
     X = np.vstack(blocks).astype(np.float32)
-    obs = pd.DataFrame({"cell_type": pd.Categorical(labels)}, index=[f"cell{i}" for i in range(len(labels))])
+    obs = pd.DataFrame(
+        {"cell_type": pd.Categorical(labels)}, index=[f"cell{i}" for i in range(len(labels))]
+    )
     return AnnData(sp.csr_matrix(X) if sparse else X, obs=obs, var=pd.DataFrame(index=genes))

@@ -28,7 +28,15 @@ def weights_fingerprint(folder: str) -> str:
     """Return a SHA-256 over the weight and config files of a local model folder."""
     root = Path(folder)
     h = hashlib.sha256()
-    patterns = ("*.safetensors", "*.bin", "*.gguf", "*.pt", "*.pth", "config.json", "tokenizer.json")
+    patterns = (
+        "*.safetensors",
+        "*.bin",
+        "*.gguf",
+        "*.pt",
+        "*.pth",
+        "config.json",
+        "tokenizer.json",
+    )
     files = sorted({p for pat in patterns for p in root.rglob(pat) if p.is_file()})
     if not files:
         msg = f"No weight files found in model folder {root}."
@@ -103,7 +111,9 @@ class TextEncoder:
         order = _length_sorted(texts)
         starts = range(0, len(texts), bs)
         show = settings.progress if show_progress_bar is None else show_progress_bar
-        for start in tqdm(starts, desc=f"encode [{self.name}]", disable=not show or len(starts) < 2):
+        for start in tqdm(
+            starts, desc=f"encode [{self.name}]", disable=not show or len(starts) < 2
+        ):
             idx = order[start : start + bs]
             out[idx] = self._encode_batch([texts[i] for i in idx])
         if normalize_embeddings:
@@ -133,10 +143,11 @@ class SentenceTransformerEncoder(TextEncoder):
                 "Offline, only models already on disk load (e.g. the default 'minilm')."
             )
             raise KbfmUnavailableError(msg) from err
-        self.revision = weights_fingerprint(str(local)) if local.exists() else str(revision or "main")
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
+        self.revision = (
+            weights_fingerprint(str(local)) if local.exists() else str(revision or "main")
         )
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        get_dim = get_dim or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
@@ -180,7 +191,9 @@ class HFMeanPoolEncoder(TextEncoder):
         self.model.to(self.device).eval()
         self._torch = torch
         local = Path(str(source)).expanduser()
-        self.revision = weights_fingerprint(str(local)) if local.is_dir() else str(revision or "main")
+        self.revision = (
+            weights_fingerprint(str(local)) if local.is_dir() else str(revision or "main")
+        )
         self.dim = int(self.model.config.hidden_size)
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:

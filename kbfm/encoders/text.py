@@ -162,7 +162,11 @@ def list_text_encoders() -> list[TextEncoderSpec]:
 
 def _spec_for(name: str) -> tuple[str, str]:
     """Return ``(backend, source)`` for a name that is not registered."""
-    for prefix, backend in (("st:", "sentence_transformers"), ("hf:", "hf_mean_pool"), ("openai:", "openai")):
+    for prefix, backend in (
+        ("st:", "sentence_transformers"),
+        ("hf:", "hf_mean_pool"),
+        ("openai:", "openai"),
+    ):
         if name.startswith(prefix):
             return backend, name[len(prefix) :]
     path = Path(name).expanduser()

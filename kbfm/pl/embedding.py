@@ -54,7 +54,10 @@ def embedding_panels(
         raise KbfmInputError(msg)
     missing = [c for c in color if c not in adata.obs]
     if missing or not color:
-        msg = f"color columns {missing or '(none given)'} not in adata.obs; available: {list(adata.obs)}."
+        msg = (
+            f"color columns {missing or '(none given)'} not in adata.obs; "
+            f"available: {list(adata.obs)}."
+        )
         raise KbfmInputError(msg)
     xy = np.asarray(adata.obsm[basis])[:, :2]
     titles = list(titles) if titles is not None else list(color)
@@ -67,7 +70,13 @@ def embedding_panels(
             for k, cat in enumerate(cats.categories):
                 sel = cats == cat
                 ax.scatter(xy[sel, 0], xy[sel, 1], s=point_size, color=cmap(k), label=str(cat))
-            ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+            ax.legend(
+                fontsize=6,
+                markerscale=2,
+                loc="center left",
+                bbox_to_anchor=(1.0, 0.5),
+                frameon=False,
+            )
         else:
             sc = ax.scatter(xy[:, 0], xy[:, 1], s=point_size, c=values.to_numpy(), cmap="viridis")
             fig.colorbar(sc, ax=ax, shrink=0.7)

@@ -6,4 +6,11 @@ from .embed_genes import embed_genes
 from .evaluate import evaluate_annotation
 from .query import query
 
-__all__ = ["annotate", "embed_cells", "embed_genes", "evaluate_annotation", "genept_w_stream", "query"]
+__all__ = [
+    "annotate",
+    "embed_cells",
+    "embed_genes",
+    "evaluate_annotation",
+    "genept_w_stream",
+    "query",
+]

@@ -30,7 +30,12 @@ def auto_clusters(X, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
     sc.pp.pca(tmp, n_comps=min(30, min(tmp.shape) - 1), random_state=seed)
     sc.pp.neighbors(tmp, n_neighbors=15, random_state=seed)
     sc.tl.leiden(
-        tmp, resolution=resolution, random_state=seed, flavor="igraph", n_iterations=2, directed=False
+        tmp,
+        resolution=resolution,
+        random_state=seed,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
     )
     return tmp.obs["leiden"].astype(str).to_numpy()
 
@@ -118,15 +123,24 @@ def annotate(
     from ..knowledge import CellOntology
 
     if method not in METHODS:
-        msg = f"Unknown annotation method {method!r}; choose from {METHODS}.{closest_names(method, METHODS)}"
+        hint = closest_names(method, METHODS)
+        msg = f"Unknown annotation method {method!r}; choose from {METHODS}.{hint}"
         raise KbfmInputError(msg)
     X, names = expression_matrix(adata, layer=layer, use_raw=use_raw)
     if groupby not in (None, "auto") and groupby not in adata.obs:
-        msg = f"groupby={groupby!r} is not a column of adata.obs; use one of {list(adata.obs)} or 'auto'."
+        msg = (
+            f"groupby={groupby!r} is not a column of adata.obs; "
+            f"use one of {list(adata.obs)} or 'auto'."
+        )
         raise KbfmInputError(msg)
     ontology = CellOntology.load()
     ids = resolve_candidates(candidates, ontology, species=species)
-    params: dict = {"method": method, "n_candidates": len(ids), "groupby": groupby, "species": species}
+    params: dict = {
+        "method": method,
+        "n_candidates": len(ids),
+        "groupby": groupby,
+        "species": species,
+    }
 
     groups = None
     if groupby == "auto":
@@ -141,11 +155,19 @@ def annotate(
         enc = get_text_encoder(encoder) if not isinstance(encoder, TextEncoder) else encoder
         gv = gene_vectors(names, source=source, encoder=enc, species=species, cache=cache)
         keep = np.flatnonzero(gv.has_knowledge)
-        cells = _genept_w(X[:, keep], gv.matrix[keep], relative=weighting == "relative", chunk_size=10_000)
+        cells = _genept_w(
+            X[:, keep], gv.matrix[keep], relative=weighting == "relative", chunk_size=10_000
+        )
         lookup = {gv.symbols[i].upper(): gv.matrix[i] for i in keep}
         protos = build_prototypes(
-            ids, ontology=ontology, encoder=enc, gene_lookup=lookup, species=species,
-            kind=prototype, markers_in_card=markers_in_card, cache=cache,
+            ids,
+            ontology=ontology,
+            encoder=enc,
+            gene_lookup=lookup,
+            species=species,
+            kind=prototype,
+            markers_in_card=markers_in_card,
+            cache=cache,
         )
         scores, labels_ids = cells @ protos.vectors.T, protos.ids
         params.update(

@@ -15,7 +15,7 @@ from .._errors import KbfmInputError
 def looks_like_counts(X) -> bool:
     """True when values are whole numbers with a large maximum (raw counts, not log)."""
     values = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    sample = values[: 200_000]
+    sample = values[:200_000]
     if sample.size == 0:
         return False
     return bool(np.all(np.mod(sample, 1) == 0) and sample.max() > 30)
@@ -59,7 +59,7 @@ def marker_score_matrix(
 
     from ..knowledge import marker_sets
 
-    tmp = AnnData(X.astype(np.float32) if not sp.issparse(X) else X.astype(np.float32))
+    tmp = AnnData(X.astype(np.float32))
     upper = [str(g).upper() for g in gene_names]
     tmp.var_names = upper
     tmp.var_names_make_unique()

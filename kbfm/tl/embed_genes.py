@@ -65,7 +65,9 @@ def embed_genes(
     384
     """
     check_adata(adata)
-    vectors = gene_vectors(adata.var_names, source=source, encoder=encoder, species=species, cache=cache)
+    vectors = gene_vectors(
+        adata.var_names, source=source, encoder=encoder, species=species, cache=cache
+    )
     adata = adata.copy() if copy else adata
     adata.varm[key_added] = vectors.matrix
     adata.var["kbfm_has_knowledge"] = vectors.has_knowledge

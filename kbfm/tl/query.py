@@ -93,9 +93,16 @@ def query(
 
         term_id = CellOntology.load().lookup(text)
         if term_id is not None:
-            genes = {g.upper() for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])}
-            symbols = adata.var.get("kbfm_symbol", adata.var_names.to_series()).astype(str).str.upper()
-            rows = np.flatnonzero(symbols.isin(genes).to_numpy() & adata.var["kbfm_has_knowledge"].to_numpy())
+            genes = {
+                g.upper()
+                for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])
+            }
+            symbols = (
+                adata.var.get("kbfm_symbol", adata.var_names.to_series()).astype(str).str.upper()
+            )
+            rows = np.flatnonzero(
+                symbols.isin(genes).to_numpy() & adata.var["kbfm_has_knowledge"].to_numpy()
+            )
             if rows.size:
                 mean = np.asarray(adata.varm["kbfm_gene_text"])[rows].mean(axis=0)
                 vec = vec + mean / max(np.linalg.norm(mean), 1e-12)
@@ -106,6 +113,12 @@ def query(
     key = key_added or _query_key(text)
     adata = adata.copy() if copy else adata
     adata.obs[key] = scores.astype(np.float32)
-    record_step(adata, f"query_{key}", text=text, use_rep=use_rep, encoder=enc.name,
-                ontology_prior=prior_used)
+    record_step(
+        adata,
+        f"query_{key}",
+        text=text,
+        use_rep=use_rep,
+        encoder=enc.name,
+        ontology_prior=prior_used,
+    )
     return adata if copy else None
