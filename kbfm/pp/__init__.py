@@ -1,0 +1,15 @@
+"""Preprocessing: automated QC and normalisation (scanpy-style ``pp``)."""
+
+from ._detect import ScaleInfo, detect_scale
+from .auto_qc import FLAGS, auto_qc, qc_table
+from .normalize import choose_method, normalize
+
+__all__ = [
+    "FLAGS",
+    "ScaleInfo",
+    "auto_qc",
+    "choose_method",
+    "detect_scale",
+    "normalize",
+    "qc_table",
+]
