@@ -1,0 +1,126 @@
+"""``kbfm qc`` and ``kbfm deconvolve``: plain functions that kbfm.cli registers as commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+
+def qc_cmd(
+    path: Annotated[Path, typer.Argument(help="Input .h5ad file (raw counts).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("qc"),
+    batch_key: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="obs column with the sample; thresholds are per sample."),
+    ] = None,
+    species: Annotated[str, typer.Option(help="human, mouse or auto.")] = "auto",
+    layer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Layer with raw counts."),
+    ] = None,
+    nmads: Annotated[float, typer.Option(help="Threshold width in MADs.")] = 5.0,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Drop failing spots in the written .h5ad.")
+    ] = False,
+    write_h5ad: Annotated[
+        bool, typer.Option("--write-h5ad", help="Also write DIR/qc.h5ad with the QC columns.")
+    ] = False,
+) -> None:
+    """Automated QC: per-spot flags with reasons, figures and a markdown report in DIR."""
+    from .cli import _run
+    from .io import read_h5ad
+    from .io import write_h5ad as write
+    from .pp.auto_qc import auto_qc
+    from .qc_report import write_qc_report
+
+    def go():
+        adata = read_h5ad(path)
+        auto_qc(adata, batch_key=batch_key, species=species, layer=layer, nmads=nmads)
+        report = write_qc_report(adata, out, batch_key=batch_key, title=f"QC report: {path.name}")
+        step = adata.uns["kbfm"]["auto_qc"]
+        typer.echo(f"{step['n_fail']} of {step['n_obs']} spots fail QC; report: {report}")
+        if write_h5ad:
+            if remove:
+                adata = adata[adata.obs["kbfm_qc_pass"].to_numpy(bool)].copy()
+            typer.echo(f"wrote {write(adata, out / 'qc.h5ad')}")
+
+    _run(go)
+
+
+def deconvolve_cmd(
+    path: Annotated[Path, typer.Argument(help="Spatial .h5ad (raw counts).")],
+    reference: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Labelled single-cell reference .h5ad (omit for zero-shot)."),
+    ] = None,
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--out", "-o", help="Output .h5ad (default: overwrite input)."),
+    ] = None,
+    label_key: Annotated[str, typer.Option(help="Reference obs column with labels.")] = "cell_type",
+    method: Annotated[str, typer.Option(help="nnls, poisson or knowledge.")] = "poisson",
+    cell_types: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Zero-shot: comma-separated Cell Ontology cell types."),
+    ] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Spatial layer with counts.")] = None,  # noqa: UP045
+    reference_layer: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Reference layer with counts."),
+    ] = None,
+    n_epochs: Annotated[int, typer.Option(help="Count-model optimisation steps.")] = 1000,
+    source: Annotated[str, typer.Option(help="Gene knowledge for method=knowledge.")] = "builtin",
+    table: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Also write the proportions as CSV here."),
+    ] = None,
+    figure: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Also draw proportion maps into this PNG."),
+    ] = None,
+) -> None:
+    """Cell-type proportions per spot into obsm['kbfm_proportions']."""
+    from .cli import _run
+    from .io import read_h5ad, write_h5ad
+    from .qc_report import _atomic_write, _save_figure
+    from .tl.deconvolve import deconvolve
+
+    def go():
+        spots = read_h5ad(path)
+        ref = read_h5ad(reference) if reference is not None else None
+        types = [c.strip() for c in cell_types.split(",")] if cell_types else None
+        deconvolve(
+            spots,
+            ref,
+            label_key=label_key,
+            method=method,
+            cell_types=types,
+            layer=layer,
+            reference_layer=reference_layer,
+            n_epochs=n_epochs,
+            knowledge_source=source,
+        )
+        P = spots.obsm["kbfm_proportions"]
+        step = spots.uns["kbfm"]["deconvolve"]
+        typer.echo(
+            f"{method}: {P.shape[1]} cell types, {step['n_genes_used']} genes; mean proportions: "
+            + ", ".join(f"{c} {v:.2f}" for c, v in P.mean().sort_values(ascending=False).items())
+        )
+        if table is not None:
+            table.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(table, lambda tmp: P.to_csv(tmp))
+            typer.echo(f"wrote {table}")
+        if figure is not None:
+            import matplotlib
+
+            matplotlib.use("Agg", force=False)
+            from .pl.proportions import proportions
+
+            figure.parent.mkdir(parents=True, exist_ok=True)
+            _save_figure(proportions(spots), figure)
+            typer.echo(f"wrote {figure}")
+        typer.echo(f"wrote {write_h5ad(spots, out or path)}")
+
+    _run(go)
