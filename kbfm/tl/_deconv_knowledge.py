@@ -111,11 +111,7 @@ def resolve_cell_types(
     onto = CellOntology.load()
     ids, labels = [], []
     for name in cell_types:
-        term = onto.term(name)
-        if term is None:
-            msg = f"Cell type {name!r} is not a Cell Ontology term or synonym."
-            raise KbfmInputError(msg)
-        ids.append(term.id)
+        ids.append(onto.term(name).id)  # raises with the closest labels when unknown
         labels.append(str(name))
     sets = marker_sets(species=species, cell_types=ids, ontology=onto)
     by_label = {lab: list(sets.get(cid, [])) for lab, cid in zip(labels, ids, strict=True)}
