@@ -130,7 +130,10 @@ class CellOntology:
         cid = self.lookup(id_or_name)
         if cid is None:
             hint = closest_names(str(id_or_name), (t.label for t in self.terms.values()))
-            msg = f"{id_or_name!r} is not a Cell Ontology id, label or synonym ({self.version}).{hint}"
+            msg = (
+                f"{id_or_name!r} is not a Cell Ontology id, label or synonym "
+                f"({self.version}).{hint}"
+            )
             raise KbfmInputError(msg)
         return self.terms[cid]
 

@@ -124,7 +124,8 @@ def load_marker_file(
         table = pd.read_csv(path, sep="\t", dtype=str)
         need = {"species", "official gene symbol", "cell type"}
         if not need <= set(table.columns):
-            msg = f"{path} is not a PanglaoDB table: missing columns {sorted(need - set(table.columns))}."
+            missing = sorted(need - set(table.columns))
+            msg = f"{path} is not a PanglaoDB table: missing columns {missing}."
             raise KbfmInputError(msg)
         code = {"human": "Hs", "mouse": "Mm"}[species]
         table = table[table["species"].fillna("").str.split().apply(lambda s: code in s)]
@@ -133,7 +134,8 @@ def load_marker_file(
         table = pd.read_csv(path, dtype=str)
         need = {"CT", "Gene"}
         if not need <= set(table.columns):
-            msg = f"{path} is not a CellMarker table: missing columns {sorted(need - set(table.columns))}."
+            missing = sorted(need - set(table.columns))
+            msg = f"{path} is not a CellMarker table: missing columns {missing}."
             raise KbfmInputError(msg)
         pairs = (
             (ct, gene.strip())
