@@ -227,7 +227,8 @@ def main() -> None:
         for name in methods:
             r = res.get(name, {})
             if "error" in r:
-                lines.append(f"| {setting} ({res['n_genes']}) | {name} | not run: {r['error']} |")
+                why = r["error"][:110]
+                lines.append(f"| {setting} ({res['n_genes']}) | {name} | not run: {why}... |||||")
                 continue
             lines.append(
                 f"| {setting} ({res['n_genes']}) | {name} | {r['rmse']:.4f} | "

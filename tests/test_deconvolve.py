@@ -203,3 +203,43 @@ def test_lymph_node_pair_runs():
     # B and T cells dominate lymph node spots.
     top = P.mean().sort_values(ascending=False).index[:4]
     assert {"B", "T_CD4"} & set(top)
+
+
+def test_zero_shot_with_cell_ontology_markers():
+    from kbfm.knowledge import CellOntology, marker_sets
+
+    names = ["B cell", "macrophage", "natural killer cell"]
+    onto = CellOntology.load()
+    sets = marker_sets(cell_types=names, ontology=onto)
+    markers = [sets[onto.term(n).id] for n in names]
+    rng = np.random.default_rng(0)
+    genes = sorted({g for m in markers for g in m}) + [f"BG{i}" for i in range(50)]
+    truth = rng.dirichlet(np.ones(3) * 0.7, size=80)
+    base = rng.gamma(2.0, 1.0, len(genes))
+    lift = np.zeros((3, len(genes)))
+    for k, m in enumerate(markers):
+        lift[k, [genes.index(g) for g in m]] = 6.0
+    mu = 20 * base * (1 + truth @ lift)
+    spots = AnnData(sp.csr_matrix(rng.poisson(mu).astype(np.float32)))
+    spots.var_names = genes
+    deconvolve(spots, method="knowledge", cell_types=names, n_epochs=400)
+    P = spots.obsm["kbfm_proportions"][names].to_numpy()
+    assert np.corrcoef(P.ravel(), truth.ravel())[0, 1] > 0.8
+    step = spots.uns["kbfm"]["deconvolve"]
+    assert step["cl_ids"]["B cell"] == "CL:0000236"
+
+
+def test_mouse_spatial_against_human_reference_through_orthologs():
+    from kbfm.knowledge import human_to_mouse, marker_table
+
+    human = list(dict.fromkeys(marker_table("human")["gene"]))
+    mapping = human_to_mouse(human)
+    pairs = [(h, mapping[h]) for h in human if h in mapping][:120]
+    spots, reference, truth, _ = make_pair(n_genes=len(pairs), n_spots=40)
+    reference.var_names = [h for h, _ in pairs]
+    spots.var_names = [m for _, m in pairs]
+    deconvolve(spots, reference, method="poisson", n_epochs=300)
+    step = spots.uns["kbfm"]["deconvolve"]
+    assert step["gene_match"]["how"] == "orthologs"
+    assert step["gene_match"]["species"] == "mouse"
+    assert rmse(spots.obsm["kbfm_proportions"], truth) < 0.08
