@@ -5,6 +5,10 @@ populations) and the human lymph node reference in
 ``../shared/data/deconv/spacexr/Reference/Visium_Lymph_Ref/`` (330 cells, 11 types;
 counts, log-normalised here). Every row is measured in the same run.
 
+Rows 0a/0b (when ../shared/data is present) use NCBI RefSeq summaries of all genes as the
+gene knowledge, as GenePT does; rows 1-6 use kbfm's offline builtin knowledge (curated
+marker facts joined to Cell Ontology definitions; marker genes only).
+
 Zero-shot ablation (each row adds one step to the previous):
   1. text only: GenePT-w (raw expression weights) vs Cell Ontology cards without markers
   2. + marker genes written into the cards
@@ -28,11 +32,12 @@ import numpy as np
 import scanpy as sc
 
 import kbfm
-from kbfm.knowledge import CellOntology
+from kbfm.knowledge import CellOntology, marker_sets
 from kbfm.tl._prototypes import resolve_candidates
 
 RESULTS = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REFSEQ = SHARED / "genes/refseq_summaries_human.tsv.gz"
 LYMPH_REF = SHARED / "deconv/spacexr/Reference/Visium_Lymph_Ref/ref_downsampled.h5ad"
 
 LYMPH_LABEL_TO_CL = {
@@ -68,9 +73,10 @@ def load_datasets() -> dict:
 
 
 def restricted(name: str, ontology) -> list[str]:
+    curated = set(marker_sets())
     ids: set[str] = set()
     for root in RESTRICTED_ROOTS[name]:
-        ids |= set(resolve_candidates(root, ontology))
+        ids |= set(ontology.descendants(root)) & curated
     return sorted(ids)
 
 
@@ -125,6 +131,31 @@ def run_dataset(name: str, adata, ontology) -> dict:
             dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=narrow),
         ),
     ]
+    if REFSEQ.exists():
+        steps = [
+            (
+                "0a GenePT-w on RefSeq summaries (all genes) vs definition cards",
+                dict(
+                    source=str(REFSEQ),
+                    prototype="card",
+                    weighting="expression",
+                    groupby=None,
+                    candidates=wide,
+                    markers_in_card=False,
+                ),
+            ),
+            (
+                "0b kbfm recipe (steps 2-6) with RefSeq summaries",
+                dict(
+                    source=str(REFSEQ),
+                    prototype="card+markers",
+                    weighting="relative",
+                    groupby="auto",
+                    candidates=narrow,
+                ),
+            ),
+            *steps,
+        ]
     rows = {}
     for label, kw in steps:
         t = time.perf_counter()
