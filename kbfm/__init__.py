@@ -1,7 +1,8 @@
 """kbfm: knowledge-based foundation models for spatial transcriptomics.
 
 Submodules are imported on first use so that ``import kbfm`` stays fast:
-``kbfm.tl`` (tools), ``kbfm.pl`` (plots), ``kbfm.io`` (reading/writing),
+``kbfm.pp`` (QC, normalisation), ``kbfm.tl`` (tools), ``kbfm.pl`` (plots),
+``kbfm.io`` (reading/writing),
 ``kbfm.knowledge`` (Cell Ontology, gene descriptions, markers, symbols),
 ``kbfm.encoders`` (text-encoder registry), ``kbfm.datasets`` (offline demo data).
 """
@@ -14,10 +15,10 @@ from typing import TYPE_CHECKING
 from ._settings import settings
 from ._version import __version__
 
-_SUBMODULES = ("datasets", "encoders", "io", "knowledge", "pl", "tl")
+_SUBMODULES = ("datasets", "encoders", "io", "knowledge", "pl", "pp", "tl")
 
 if TYPE_CHECKING:
-    from . import datasets, encoders, io, knowledge, pl, tl  # noqa: F401
+    from . import datasets, encoders, io, knowledge, pl, pp, tl  # noqa: F401
 
 __all__ = ["__version__", "settings", *_SUBMODULES]
 

@@ -258,9 +258,7 @@ def query(
 def knowledge_download(
     source: Annotated[str, typer.Argument(help="Only 'ncbi' for now.")],
     species: SpeciesOpt = "human",
-    dest: Annotated[
-        Path | None, typer.Option(help="Target folder (default: kbfm cache).")
-    ] = None,
+    dest: Annotated[Path | None, typer.Option(help="Target folder (default: kbfm cache).")] = None,
 ) -> None:
     """Download a gene knowledge source for offline use (needs internet)."""
     from ._errors import KbfmInputError
@@ -274,6 +272,12 @@ def knowledge_download(
         typer.echo(f"NCBI gene knowledge for {species} in {folder}; use source='ncbi'.")
 
     _run(go)
+
+
+from .cli_qc import deconvolve_cmd, qc_cmd  # noqa: E402 - registered after `app` exists
+
+app.command("qc")(qc_cmd)
+app.command("deconvolve")(deconvolve_cmd)
 
 
 if __name__ == "__main__":
