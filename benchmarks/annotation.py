@@ -5,7 +5,7 @@ populations) and the human lymph node reference in
 ``../shared/data/deconv/spacexr/Reference/Visium_Lymph_Ref/`` (330 cells, 11 types;
 counts, log-normalised here). Every row is measured in the same run.
 
-Rows 0a/0b (when ../shared/data is present) use NCBI RefSeq summaries of all genes as the
+Rows 0a-0d (when ../shared/data is present) use NCBI RefSeq summaries of all genes as the
 gene knowledge, as GenePT does; rows 1-6 use kbfm's offline builtin knowledge (curated
 marker facts joined to Cell Ontology definitions; marker genes only).
 
@@ -16,6 +16,7 @@ Zero-shot ablation (each row adds one step to the previous):
   4. + relative expression (per-gene z-score, negative part 0) instead of raw values
   5. + cluster-level aggregation (Leiden) before matching
   6. + ontology-restricted candidates (tissue-plausible roots instead of all curated types)
+  7. + centering of cells and prototypes (default only when > 2,000 genes have knowledge)
 Baselines: ``scanpy.tl.score_genes`` on the same markers (cell and cluster level, with
 the step-6 candidates) and 10-NN on GenePT-w embeddings (5-fold stratified CV; supervised).
 
@@ -99,63 +100,107 @@ def knn_cv(emb: np.ndarray, labels: np.ndarray) -> dict:
 def run_dataset(name: str, adata, ontology) -> dict:
     truth = adata.obs["cell_type_id"].astype(str).to_numpy()
     wide, narrow = None, restricted(name, ontology)
-    steps = [
+    # (label, source, prototype, weighting, groupby, candidates, markers_in_card, center)
+    plan = [
         (
             "1 text only (cards without markers, raw weights)",
-            dict(
-                prototype="card",
-                weighting="expression",
-                groupby=None,
-                candidates=wide,
-                markers_in_card=False,
-            ),
+            "builtin",
+            "card",
+            "expression",
+            None,
+            wide,
+            False,
+            False,
         ),
-        (
-            "2 + markers in cards",
-            dict(prototype="card", weighting="expression", groupby=None, candidates=wide),
-        ),
+        ("2 + markers in cards", "builtin", "card", "expression", None, wide, True, False),
         (
             "3 + marker-gene prototype",
-            dict(prototype="card+markers", weighting="expression", groupby=None, candidates=wide),
+            "builtin",
+            "card+markers",
+            "expression",
+            None,
+            wide,
+            True,
+            False,
         ),
-        (
-            "4 + relative expression",
-            dict(prototype="card+markers", weighting="relative", groupby=None, candidates=wide),
-        ),
+        ("4 + relative expression", "builtin", "card+markers", "relative", None, wide, True, False),
         (
             "5 + cluster aggregation",
-            dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=wide),
+            "builtin",
+            "card+markers",
+            "relative",
+            "auto",
+            wide,
+            True,
+            False,
         ),
         (
-            "6 + ontology-restricted candidates (kbfm default recipe)",
-            dict(prototype="card+markers", weighting="relative", groupby="auto", candidates=narrow),
+            "6 + ontology-restricted candidates (default recipe, builtin)",
+            "builtin",
+            "card+markers",
+            "relative",
+            "auto",
+            narrow,
+            True,
+            None,
         ),
+        ("7 = 6 + centering", "builtin", "card+markers", "relative", "auto", narrow, True, True),
     ]
     if REFSEQ.exists():
-        steps = [
+        refseq = str(REFSEQ)
+        plan = [
             (
                 "0a GenePT-w on RefSeq summaries (all genes) vs definition cards",
-                dict(
-                    source=str(REFSEQ),
-                    prototype="card",
-                    weighting="expression",
-                    groupby=None,
-                    candidates=wide,
-                    markers_in_card=False,
-                ),
+                refseq,
+                "card",
+                "expression",
+                None,
+                wide,
+                False,
+                False,
             ),
             (
-                "0b kbfm recipe (steps 2-6) with RefSeq summaries",
-                dict(
-                    source=str(REFSEQ),
-                    prototype="card+markers",
-                    weighting="relative",
-                    groupby="auto",
-                    candidates=narrow,
-                ),
+                "0b = 0a + centering of both spaces",
+                refseq,
+                "card",
+                "expression",
+                None,
+                wide,
+                False,
+                True,
             ),
-            *steps,
+            (
+                "0c kbfm recipe with RefSeq summaries (steps 2-6, centered: the default)",
+                refseq,
+                "card+markers",
+                "relative",
+                "auto",
+                narrow,
+                True,
+                None,
+            ),
+            (
+                "0d = 0c without centering",
+                refseq,
+                "card+markers",
+                "relative",
+                "auto",
+                narrow,
+                True,
+                False,
+            ),
+            *plan,
         ]
+    keys = (
+        "source",
+        "prototype",
+        "weighting",
+        "groupby",
+        "candidates",
+        "markers_in_card",
+        "center",
+    )
+    steps = [(row[0], dict(zip(keys, row[1:], strict=True))) for row in plan]
     rows = {}
     for label, kw in steps:
         t = time.perf_counter()

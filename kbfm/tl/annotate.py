@@ -20,6 +20,7 @@ from .embed_cells import _genept_w
 CELLTYPE_KEY = "kbfm_celltype"
 AUTO_CLUSTER_KEY = "kbfm_clusters"
 METHODS = ("zero_shot", "marker_score")
+CENTER_MIN_GENES = 2000
 
 
 def auto_clusters(X, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -38,6 +39,11 @@ def auto_clusters(X, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
         directed=False,
     )
     return tmp.obs["leiden"].astype(str).to_numpy()
+
+
+def _centered(x: np.ndarray) -> np.ndarray:
+    out = x - x.mean(axis=0, keepdims=True)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def _group_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +68,7 @@ def annotate(
     prototype: str = "card+markers",
     markers_in_card: bool = True,
     weighting: Literal["expression", "relative"] = "relative",
+    center: bool | None = None,
     key_added: str = CELLTYPE_KEY,
     cache: bool = True,
     copy: bool = False,
@@ -98,6 +105,13 @@ def annotate(
         Write the marker genes into the card text.
     weighting
         ``"relative"`` (z-score, negative part 0) or ``"expression"`` (raw GenePT-w).
+    center
+        Subtract the mean cell embedding from the cells and the mean prototype from the
+        prototypes before matching. GenePT-w over thousands of genes is dominated by a
+        direction all cells share (every card then looks closest to the same cells);
+        centering removes it. ``None``: center when more than
+        :data:`CENTER_MIN_GENES` genes have knowledge (e.g. NCBI summaries), not with
+        the small builtin source.
     key_added
         Prefix of the ``obs`` keys written.
     cache
@@ -169,9 +183,17 @@ def annotate(
             markers_in_card=markers_in_card,
             cache=cache,
         )
-        scores, labels_ids = cells @ protos.vectors.T, protos.ids
+        vectors = protos.vectors
+        centered = len(keep) > CENTER_MIN_GENES if center is None else bool(center)
+        if centered:
+            cells, vectors = _centered(cells), _centered(vectors)
+        scores, labels_ids = cells @ vectors.T, protos.ids
         params.update(
-            gv.provenance, prototype=prototype, markers_in_card=markers_in_card, weighting=weighting
+            gv.provenance,
+            prototype=prototype,
+            markers_in_card=markers_in_card,
+            weighting=weighting,
+            centered=centered,
         )
 
     if groups is not None:
