@@ -1,0 +1,99 @@
+"""Spatial keys shared by the readers and image tools (scanpy/squidpy layout)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from anndata import AnnData
+
+from .._errors import KbfmInputError, closest_names
+
+SPATIAL_KEY = "spatial"  # obsm: full-resolution pixels (x, y); uns: per-library images
+MPP_KEY = "microns_per_pixel"  # uns["spatial"][lib]["metadata"]
+SOURCE_IMAGE_KEY = "source_image_path"  # uns["spatial"][lib]["metadata"]
+#: Below this fraction of in-tissue spots on detected tissue, readers warn of a mismatch.
+MIN_ON_TISSUE = 0.5
+
+
+def library_id_for(adata: AnnData, library_id: str | None = None) -> str:
+    """Return the library id to use, or raise an error that lists the valid ones."""
+    libraries = adata.uns.get(SPATIAL_KEY, {})
+    if not isinstance(libraries, dict) or not libraries:
+        msg = (
+            "adata.uns['spatial'] is missing or empty: read the data with "
+            "kbfm.io.read_visium or kbfm.io.read_legacy_st, or pass slide= and mpp=."
+        )
+        raise KbfmInputError(msg)
+    if library_id is None:
+        if len(libraries) > 1:
+            msg = (
+                "Unable to determine which library id to use. Please specify one from: "
+                f"{sorted(libraries)}."
+            )
+            raise KbfmInputError(msg)
+        return next(iter(libraries))
+    if library_id not in libraries:
+        msg = (
+            f"library_id {library_id!r} not in adata.uns['spatial']; choose from "
+            f"{sorted(libraries)}.{closest_names(library_id, libraries)}"
+        )
+        raise KbfmInputError(msg)
+    return library_id
+
+
+def library_metadata(adata: AnnData, library_id: str | None = None) -> dict:
+    """Return ``uns['spatial'][library_id]['metadata']`` (empty dict when absent)."""
+    lib = library_id_for(adata, library_id)
+    return dict(adata.uns[SPATIAL_KEY][lib].get("metadata", {}))
+
+
+def spatial_coords(adata: AnnData) -> np.ndarray:
+    """Return ``obsm['spatial']`` as an ``(n, 2)`` float array, or raise naming the key."""
+    if SPATIAL_KEY not in adata.obsm:
+        msg = (
+            "adata.obsm['spatial'] (spot centres in full-resolution pixels, x then y) is "
+            "missing; read the data with kbfm.io.read_visium / read_legacy_st."
+        )
+        raise KbfmInputError(msg)
+    coords = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        msg = f"adata.obsm['spatial'] must have shape (n_obs, 2), got {coords.shape}."
+        raise KbfmInputError(msg)
+    return coords[:, :2]
+
+
+def on_tissue_fraction(image: np.ndarray, coords: np.ndarray) -> float:
+    """Fraction of spot centres (in ``image`` pixels) on detected tissue (NaN: no tissue seen)."""
+    from .patches import _otsu, saturation
+
+    sat = saturation(image[..., :3] if image.dtype == np.uint8 else _to_uint8(image))
+    mask = sat > max(_otsu(sat.ravel()), 0.05)
+    if mask.mean() < 0.01:  # blank or greyscale image: no tissue to check against
+        return float("nan")
+    h, w = mask.shape
+    xy = np.round(coords).astype(int)
+    inside = (xy[:, 0] >= 0) & (xy[:, 1] >= 0) & (xy[:, 0] < w) & (xy[:, 1] < h)
+    if not inside.any():
+        return 0.0
+    hits = np.zeros(len(xy), dtype=bool)
+    hits[inside] = mask[xy[inside, 1], xy[inside, 0]]
+    return float(hits.mean())
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)[..., :3]
+    scale = 255.0 if image.max() <= 1.0 else 1.0
+    return np.clip(image * scale, 0, 255).astype(np.uint8)
+
+
+def warn_if_off_tissue(fraction: float, where: str) -> None:
+    """Warn that spots miss the tissue, which points at an image/scalefactor mismatch."""
+    if np.isfinite(fraction) and fraction < MIN_ON_TISSUE:
+        warnings.warn(
+            f"Only {fraction:.0%} of in-tissue spots land on tissue in {where}: the image "
+            "and the spot coordinates / scale factors probably do not belong together "
+            "(wrong image, wrong scalefactors_json.json, or a flipped/rotated image).",
+            UserWarning,
+            stacklevel=3,
+        )
