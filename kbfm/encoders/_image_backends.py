@@ -56,7 +56,7 @@ class ImageEncoder:
         import torch.nn.functional as F
 
         size = self.spec.input_size
-        x = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1).float().div_(255.0)
+        x = torch.from_numpy(np.array(patch, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
         scaled = round(size / self.spec.crop_pct)
         if x.shape[1] != scaled or x.shape[2] != scaled:
             x = F.interpolate(
@@ -144,7 +144,7 @@ class ColorTextureEncoder(ImageEncoder):
 
     def preprocess(self, patch: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """Keep the raw ``uint8`` patch; features are computed in :meth:`embed_batch`."""
-        return np.asarray(patch, dtype=np.uint8)
+        return np.array(patch, dtype=np.uint8)
 
     def embed_batch(self, items: Sequence[Any] | Any) -> np.ndarray:
         """Compute :func:`~kbfm.encoders._handcrafted.color_texture_features` per patch."""

@@ -136,7 +136,7 @@ def read_patch(
     w, h = slide.dimensions
     inside_w = max(0.0, min(x0 + field0, w) - max(x0, 0.0))
     inside_h = max(0.0, min(y0 + field0, h) - max(y0, 0.0))
-    return region, float(1.0 - inside_w * inside_h / field0**2)
+    return region, float(np.clip(1.0 - inside_w * inside_h / field0**2, 0.0, 1.0))
 
 
 def extract_patches(

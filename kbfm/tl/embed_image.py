@@ -1,0 +1,312 @@
+"""Embed the histology around each spot with an image encoder -> ``obsm["X_image"]``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from .._cache import EmbeddingCache
+from .._errors import KbfmInputError
+from .._provenance import record_step
+from .._settings import settings
+from .._validate import check_adata
+from ..encoders._image_backends import ImageEncoder
+from ..encoders.image import DEFAULT_IMAGE_ENCODER, get_image_encoder
+from ..io._spatial import MPP_KEY, SOURCE_IMAGE_KEY, library_metadata, spatial_coords
+from ..io.patches import PatchDataset, PatchSpec, check_centers, tissue_fraction, tissue_mask
+from ..io.slide import Slide, open_slide
+
+logger = logging.getLogger(__name__)
+#: Below this median tissue fraction of the patches, embed_image warns of a mismatch.
+MIN_MEDIAN_TISSUE = 0.2
+_TTA_VIEWS = 8
+
+
+class _PatchTransform:
+    """Optional stain normalisation, then the encoder's own preprocessing."""
+
+    def __init__(self, encoder: ImageEncoder, normalizer=None) -> None:
+        self.encoder = encoder
+        self.normalizer = normalizer
+
+    def __call__(self, patch: np.ndarray):
+        if self.normalizer is not None:
+            patch = self.normalizer(patch)
+        return self.encoder.preprocess(patch)
+
+
+def _resolve_slide(
+    adata: AnnData, slide: str | os.PathLike | Slide | None, library_id: str | None
+) -> Slide:
+    if isinstance(slide, Slide):
+        return slide
+    if slide is None:
+        try:
+            source = library_metadata(adata, library_id).get(SOURCE_IMAGE_KEY)
+        except KbfmInputError:
+            source = None
+        if source is None:
+            msg = (
+                "No slide given and adata.uns['spatial'][library_id]['metadata'] has no "
+                "'source_image_path'. Pass slide='path/to/full_resolution_image' (the image "
+                "whose pixels obsm['spatial'] refers to)."
+            )
+            raise KbfmInputError(msg)
+        slide = source
+    return open_slide(slide)
+
+
+def _resolve_mpp(adata: AnnData, slide: Slide, mpp: float | None, library_id: str | None) -> None:
+    if mpp is not None:
+        slide.mpp, slide.mpp_source = float(mpp), "user"
+        return
+    if slide.mpp is not None:
+        return
+    try:
+        meta = library_metadata(adata, library_id)
+    except KbfmInputError:
+        meta = {}
+    if meta.get(MPP_KEY):
+        slide.mpp = float(meta[MPP_KEY])
+        slide.mpp_source = str(meta.get("mpp_source", "adata"))
+    slide.require_mpp()
+
+
+def _tta_views(batch):
+    import torch
+
+    for k in range(4):
+        rotated = torch.rot90(batch, k, dims=(-2, -1))
+        yield rotated
+        yield torch.flip(rotated, dims=(-1,))
+
+
+def _encode_positions(
+    slide: Slide,
+    centers: np.ndarray,
+    spec: PatchSpec,
+    encoder: ImageEncoder,
+    *,
+    normalizer,
+    tta: bool,
+    batch_size: int,
+    num_workers: int,
+    desc: str,
+) -> np.ndarray:
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    dataset = PatchDataset(slide, centers, spec, transform=_PatchTransform(encoder, normalizer))
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers > 0 else None,
+    )
+    out = np.zeros((len(centers), encoder.dim), dtype=np.float32)
+    for batch, index in tqdm(loader, disable=not settings.progress, desc=desc):
+        if tta and encoder.model is not None:
+            feats = sum(encoder.embed_batch(view) for view in _tta_views(batch)) / _TTA_VIEWS
+        else:
+            feats = encoder.embed_batch(batch)
+        out[index.numpy()] = feats
+    return out
+
+
+def _default_workers(slide: Slide) -> int:
+    if slide.backend == "pil":  # pixels are in memory; cutting is cheaper than forking
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def embed_image(
+    adata: AnnData,
+    *,
+    slide: str | os.PathLike | Slide | None = None,
+    model: str | ImageEncoder = DEFAULT_IMAGE_ENCODER,
+    library_id: str | None = None,
+    mpp: float | None = None,
+    patch: PatchSpec | None = None,
+    context: Sequence[float] = (1.0,),
+    stain_norm: str | None = None,
+    tta: bool = False,
+    weights: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    batch_size: int | None = None,
+    num_workers: int | None = None,
+    cache: EmbeddingCache | bool = True,
+    key_added: str = "X_image",
+    copy: bool = False,
+) -> AnnData | None:
+    """Embed a patch of fixed physical size around every spot.
+
+    Parameters
+    ----------
+    adata
+        Spots with centres in ``obsm['spatial']`` (level-0 pixels of ``slide``).
+    slide
+        Image path or :class:`~kbfm.io.slide.Slide`; default: the ``source_image_path``
+        stored by :func:`~kbfm.io.visium.read_visium` / :func:`~kbfm.io.legacy_st.read_legacy_st`.
+    model
+        Image encoder name (:func:`~kbfm.encoders.image.list_image_encoders`) or object.
+    library_id
+        Which ``uns['spatial']`` entry to read the image path and mpp from.
+    mpp
+        Microns per slide pixel; default: slide metadata, else the value the reader
+        derived from the spot size.
+    patch
+        Patch geometry (default 224 px at 0.5 µm/px = 112 µm).
+    context
+        Field-of-view multipliers; one embedding per entry, concatenated (e.g.
+        ``(1.0, 2.0)`` adds a 224 µm view of the neighbourhood at the same pixel size).
+    stain_norm
+        ``None`` or ``"reinhard"`` (colour statistics of the slide's tissue mapped onto a
+        typical H&E section before encoding).
+    tta
+        Average embeddings over the 8 rotations/flips of each patch.
+    weights, pretrained
+        Passed to :func:`~kbfm.encoders.image.get_image_encoder`.
+    batch_size
+        Patches per forward pass (default ``settings.batch_size``).
+    num_workers
+        DataLoader workers reading patches (default: 0 for in-memory images, up to 4
+        for OpenSlide slides).
+    cache
+        ``True`` (default cache under ``settings.cache_dir / "image"``), ``False`` or an
+        :class:`~kbfm._cache.EmbeddingCache`. Keys hold the slide fingerprint, patch
+        geometry, options, spot centre and model id/revision.
+    key_added
+        ``obsm`` key of the embedding.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy). Writes ``obsm[key_added]`` (float32, ``n_obs x dim *
+    len(context)``), ``obs['kbfm_image_pad_fraction']`` (part of the patch outside the
+    image), ``obs['kbfm_image_tissue_fraction']`` and ``uns['kbfm']['embed_image']``.
+
+    Examples
+    --------
+    >>> from kbfm.io.legacy_st import read_legacy_st
+    >>> adata = read_legacy_st("C2.tsv.gz", "C2_selection.tsv", "C2.jpg")  # doctest: +SKIP
+    >>> embed_image(adata)  # doctest: +SKIP
+    >>> adata.obsm["X_image"].shape  # doctest: +SKIP
+    (187, 1280)
+    """
+    check_adata(adata)
+    adata = adata.copy() if copy else adata
+    coords = spatial_coords(adata)
+    spec = patch or PatchSpec()
+    context = tuple(float(c) for c in context)
+    if not context or min(context) <= 0:
+        msg = f"context must be positive field-of-view multipliers, got {context}."
+        raise KbfmInputError(msg)
+    if stain_norm not in (None, "reinhard"):
+        msg = f"stain_norm must be None or 'reinhard', got {stain_norm!r}."
+        raise KbfmInputError(msg)
+    opened = _resolve_slide(adata, slide, library_id)
+    _resolve_mpp(adata, opened, mpp, library_id)
+    centers = check_centers(opened, coords)
+    encoder = get_image_encoder(model, pretrained=pretrained, weights=weights)
+    mask, scale = tissue_mask(opened)
+    field0 = spec.field_um / opened.mpp  # type: ignore[operator]
+    tissue = tissue_fraction(mask, scale, centers, field0 / 2)
+    _warn_off_tissue(tissue, opened)
+    normalizer = None
+    if stain_norm == "reinhard":
+        from ._stain import ReinhardNormalizer
+
+        thumb, _ = opened.thumbnail(2048)
+        normalizer = ReinhardNormalizer.fit(thumb, mask)
+    store = None
+    if cache is not False:
+        store = (
+            cache
+            if isinstance(cache, EmbeddingCache)
+            else EmbeddingCache(settings.cache_dir / "image")
+        )
+    batch_size = batch_size or settings.batch_size
+    workers = _default_workers(opened) if num_workers is None else int(num_workers)
+    blocks = []
+    for factor in context:
+        scaled = spec.with_context(factor)
+        keys = [
+            f"{opened.fingerprint}|{scaled.key()}|stain={stain_norm}|tta={tta}|{x:.2f},{y:.2f}"
+            for x, y in centers
+        ]
+        vectors = np.zeros((len(centers), encoder.dim), dtype=np.float32)
+        todo = list(range(len(centers)))
+        if store is not None:
+            found, todo = store.get(encoder.model_id, encoder.revision, keys)
+            for i, vec in found.items():
+                vectors[i] = vec
+        if todo:
+            vectors[todo] = _encode_positions(
+                opened,
+                centers[todo],
+                scaled,
+                encoder,
+                normalizer=normalizer,
+                tta=tta,
+                batch_size=batch_size,
+                num_workers=workers,
+                desc=f"embed_image {encoder.name} x{factor:g}",
+            )
+            if store is not None:
+                store.put(
+                    encoder.model_id, encoder.revision, [keys[i] for i in todo], vectors[todo]
+                )
+        blocks.append(vectors)
+    adata.obsm[key_added] = np.concatenate(blocks, axis=1)
+    adata.obs["kbfm_image_pad_fraction"] = _pad_fraction(opened, centers, field0)
+    adata.obs["kbfm_image_tissue_fraction"] = tissue.astype(np.float32)
+    record_step(
+        adata,
+        "embed_image",
+        key_added=key_added,
+        model=encoder.name,
+        model_id=encoder.model_id,
+        revision=encoder.revision,
+        dim=int(adata.obsm[key_added].shape[1]),
+        slide=str(Path(opened.path).resolve()),
+        slide_fingerprint=opened.fingerprint,
+        slide_mpp=float(opened.mpp),  # type: ignore[arg-type]
+        mpp_source=opened.mpp_source,
+        patch_size_px=int(spec.size_px),
+        patch_mpp=float(spec.mpp),
+        field_um=spec.field_um,
+        context=list(context),
+        stain_norm=stain_norm,
+        tta=bool(tta),
+        device=encoder.device,
+    )
+    logger.info("embed_image: added obsm[%r] %s", key_added, adata.obsm[key_added].shape)
+    return adata if copy else None
+
+
+def _pad_fraction(slide: Slide, centers: np.ndarray, field0: float) -> np.ndarray:
+    w, h = slide.dimensions
+    x0, y0 = centers[:, 0] - field0 / 2, centers[:, 1] - field0 / 2
+    inside_w = np.clip(np.minimum(x0 + field0, w) - np.maximum(x0, 0), 0, None)
+    inside_h = np.clip(np.minimum(y0 + field0, h) - np.maximum(y0, 0), 0, None)
+    return np.clip(1.0 - inside_w * inside_h / field0**2, 0.0, 1.0).astype(np.float32)
+
+
+def _warn_off_tissue(tissue: np.ndarray, slide: Slide) -> None:
+    if len(tissue) and float(np.median(tissue)) < MIN_MEDIAN_TISSUE:
+        warnings.warn(
+            f"The median spot patch is only {np.median(tissue):.0%} tissue on "
+            f"{slide.path.name}: spots probably land off tissue. Check that obsm['spatial'] "
+            "is in full-resolution pixels of this image (scale factors, image choice).",
+            UserWarning,
+            stacklevel=3,
+        )
