@@ -211,9 +211,22 @@ def tissue_mask(slide: Slide, *, max_size: int = 2048) -> tuple[np.ndarray, floa
     ``(mask, scale)``: boolean mask of the thumbnail and thumbnail px per level-0 px.
     """
     thumb, scale = slide.thumbnail(max_size)
-    sat = saturation(thumb)
+    sat = box_blur(saturation(thumb), 7)  # smooth nuclei/stroma texture into one tissue mode
     threshold = max(_otsu(sat.ravel()), 0.05)
     return sat > threshold, scale
+
+
+def box_blur(values: np.ndarray, size: int) -> np.ndarray:
+    """Mean over a ``size`` x ``size`` window (edges use the part inside the image)."""
+    r = size // 2
+    h, w = values.shape
+    integral = np.pad(values.astype(np.float64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    y0 = np.clip(np.arange(h) - r, 0, h)[:, None]
+    y1 = np.clip(np.arange(h) + r + 1, 0, h)[:, None]
+    x0 = np.clip(np.arange(w) - r, 0, w)[None, :]
+    x1 = np.clip(np.arange(w) + r + 1, 0, w)[None, :]
+    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return total / ((y1 - y0) * (x1 - x0))
 
 
 def tissue_fraction(

@@ -68,6 +68,13 @@ class ReinhardNormalizer:
         lab = rgb_to_lab(pixels.reshape(-1, 3))
         return cls(lab.mean(0), np.maximum(lab.std(0), 1e-6), target[0], target[1])
 
+    def key(self) -> str:
+        """Text identifying the fitted statistics (for cache keys)."""
+        values = np.concatenate(
+            [self.source_mean, self.source_std, self.target_mean, self.target_std]
+        )
+        return "reinhard:" + ",".join(f"{v:.5g}" for v in values)
+
     def __call__(self, patch: np.ndarray) -> np.ndarray:
         """Return the normalised ``uint8`` patch."""
         lab = rgb_to_lab(patch)

@@ -236,11 +236,12 @@ def embed_image(
         )
     batch_size = batch_size or settings.batch_size
     workers = _default_workers(opened) if num_workers is None else int(num_workers)
+    stain_key = "none" if normalizer is None else normalizer.key()
     blocks = []
     for factor in context:
         scaled = spec.with_context(factor)
         keys = [
-            f"{opened.fingerprint}|{scaled.key()}|stain={stain_norm}|tta={tta}|{x:.2f},{y:.2f}"
+            f"{opened.fingerprint}|{scaled.key()}|stain={stain_key}|tta={tta}|{x:.2f},{y:.2f}"
             for x, y in centers
         ]
         vectors = np.zeros((len(centers), encoder.dim), dtype=np.float32)
