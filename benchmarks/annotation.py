@@ -16,7 +16,7 @@ Zero-shot ablation (each row adds one step to the previous):
   4. + relative expression (per-gene z-score, negative part 0) instead of raw values
   5. + cluster-level aggregation (Leiden) before matching
   6. + ontology-restricted candidates (tissue-plausible roots instead of all curated types)
-  7. + centering of cells and prototypes (default only when > 2,000 genes have knowledge)
+  7. + centering of cells and prototypes (the default for broad knowledge, not for builtin)
 Baselines: ``scanpy.tl.score_genes`` on the same markers (cell and cluster level, with
 the step-6 candidates) and 10-NN on GenePT-w embeddings (5-fold stratified CV; supervised).
 

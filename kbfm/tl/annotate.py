@@ -20,7 +20,6 @@ from .embed_cells import _genept_w
 CELLTYPE_KEY = "kbfm_celltype"
 AUTO_CLUSTER_KEY = "kbfm_clusters"
 METHODS = ("zero_shot", "marker_score")
-CENTER_MIN_GENES = 2000
 
 
 def auto_clusters(X, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -109,9 +108,8 @@ def annotate(
         Subtract the mean cell embedding from the cells and the mean prototype from the
         prototypes before matching. GenePT-w over thousands of genes is dominated by a
         direction all cells share (every card then looks closest to the same cells);
-        centering removes it. ``None``: center when more than
-        :data:`CENTER_MIN_GENES` genes have knowledge (e.g. NCBI summaries), not with
-        the small builtin source.
+        centering removes it. ``None``: center for broad knowledge sources (NCBI,
+        GenePT, your tables), not for ``"builtin"``, which describes marker genes only.
     key_added
         Prefix of the ``obs`` keys written.
     cache
@@ -184,7 +182,8 @@ def annotate(
             cache=cache,
         )
         vectors = protos.vectors
-        centered = len(keep) > CENTER_MIN_GENES if center is None else bool(center)
+        broad = gv.provenance["knowledge_source"] != "builtin"
+        centered = broad if center is None else bool(center)
         if centered:
             cells, vectors = _centered(cells), _centered(vectors)
         scores, labels_ids = cells @ vectors.T, protos.ids
