@@ -1,0 +1,52 @@
+"""`kbfm embed-image` / `kbfm predict-expression` command functions (registered by kbfm.cli)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from _histology import spots_adata, texture_image, write_pyramid
+from typer.testing import CliRunner
+
+from kbfm.cli_image import embed_image_cmd, predict_expression_cmd
+from kbfm.io.h5ad import read_h5ad, write_h5ad
+
+app = typer.Typer()
+app.command("embed-image")(embed_image_cmd)
+app.command("predict-expression")(predict_expression_cmd)
+
+
+@pytest.fixture(scope="module")
+def slide(tmp_path_factory):
+    return write_pyramid(tmp_path_factory.mktemp("slide") / "tex.tif", texture_image())
+
+
+def test_embed_then_predict_across_files(slide, tmp_path):
+    runner = CliRunner()
+    adata = spots_adata(step=80)
+    files = []
+    for name in ("top", "bottom"):
+        part = adata[adata.obs["section"] == name].copy()
+        files.append(write_h5ad(part, tmp_path / f"{name}.h5ad"))
+        args = ["embed-image", str(files[-1]), "--slide", str(slide), "--model", "color-texture"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert "obsm['X_image']" in result.output
+    new = write_h5ad(spots_adata(step=200, seed=2), tmp_path / "new.h5ad")
+    runner.invoke(app, ["embed-image", str(new), "--slide", str(slide), "--model", "color-texture"])
+    out = tmp_path / "res"
+    args = ["predict-expression", *map(str, files), "-o", str(out), "--n-genes", "3"]
+    result = runner.invoke(app, [*args, "--predict", str(new)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["mean_r"]) == {"top", "bottom"}
+    assert (out / "pearson_per_gene.csv").exists()
+    predicted = read_h5ad(out / "new.predicted.h5ad")
+    assert predicted.obsm["kbfm_predicted_expression"].shape[1] == 3
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    result = CliRunner().invoke(app, ["embed-image", str(tmp_path / "x.tsv")])
+    assert result.exit_code == 2
+    assert "--out" in result.output
