@@ -1,0 +1,200 @@
+"""Spots over the H&E, and mosaics of the patches an encoder saw."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from anndata import AnnData
+
+from .._errors import KbfmInputError
+from ..io._spatial import SPATIAL_KEY, library_id_for, spatial_coords
+
+
+def _values(adata: AnnData, color: str) -> tuple[np.ndarray, str]:
+    """Values to colour by: an obs column, a gene, ``obsm_key:column`` or ``obsm_key:index``."""
+    if color in adata.obs:
+        return adata.obs[color].to_numpy(), color
+    if color in adata.var_names:
+        x = adata[:, color].X
+        return np.asarray(x.toarray() if hasattr(x, "toarray") else x).ravel(), color
+    if ":" in color:
+        key, col = color.split(":", 1)
+        if key in adata.obsm:
+            m = adata.obsm[key]
+            if hasattr(m, "columns") and col in m.columns:
+                return np.asarray(m[col]), color
+            if col.isdigit():
+                return np.asarray(m)[:, int(col)], color
+    msg = (
+        f"color={color!r} is not an obs column, a gene, or 'obsm_key:column' "
+        f"(obsm keys: {list(adata.obsm)})."
+    )
+    raise KbfmInputError(msg)
+
+
+def spatial_scatter(
+    adata: AnnData,
+    color: str | None = None,
+    *,
+    library_id: str | None = None,
+    image: bool = True,
+    spot_size: float | None = None,
+    cmap: str = "viridis",
+    ax=None,
+    save: str | os.PathLike | None = None,
+):
+    """Scatter spots over the stored H&E image, coloured by an obs/var/obsm value.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm['spatial']`` in full-resolution pixels.
+    color
+        ``obs`` column, gene, ``"obsm_key:column"`` (e.g.
+        ``"kbfm_predicted_expression:ERBB2"``) or ``"X_image:0"``; ``None`` for plain spots.
+    library_id
+        Which ``uns['spatial']`` image to draw.
+    image
+        Draw the ``hires`` (else ``lowres``) image under the spots.
+    spot_size
+        Marker diameter in image pixels (default: the spot diameter).
+    cmap
+        Colormap for numeric values.
+    ax
+        Matplotlib axes to draw into.
+    save
+        Write the figure here (PNG/PDF by suffix).
+
+    Returns
+    -------
+    The matplotlib axes.
+
+    Examples
+    --------
+    >>> spatial_scatter(adata, "kbfm_predicted_expression:ERBB2")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    coords = spatial_coords(adata)
+    scale, img, diameter = 1.0, None, None
+    if adata.uns.get(SPATIAL_KEY):
+        lib = adata.uns[SPATIAL_KEY][library_id_for(adata, library_id)]
+        factors = lib.get("scalefactors", {})
+        diameter = factors.get("spot_diameter_fullres")
+        for res in ("hires", "lowres"):
+            if image and res in lib.get("images", {}):
+                img, scale = lib["images"][res], float(factors[f"tissue_{res}_scalef"])
+                break
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 6))
+    if img is not None:
+        ax.imshow(img)
+    xy = coords * scale
+    size = (spot_size or diameter or 20.0) * scale
+    points_per_px = (
+        ax.figure.dpi
+        / 72.0
+        * ax.get_window_extent().width
+        / max((img.shape[1] if img is not None else np.ptp(xy[:, 0]) or 1), 1)
+    )
+    s = (size * points_per_px) ** 2
+    if color is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=s, c="tab:blue", alpha=0.7, linewidths=0)
+    else:
+        values, label = _values(adata, color)
+        if values.dtype.kind in "biuf":
+            sc = ax.scatter(xy[:, 0], xy[:, 1], c=values, s=s, cmap=cmap, linewidths=0)
+            ax.figure.colorbar(sc, ax=ax, shrink=0.7, label=label)
+        else:
+            cats = list(dict.fromkeys(map(str, values)))
+            colors = plt.get_cmap("tab20")(np.arange(len(cats)) % 20)
+            for cat, col in zip(cats, colors, strict=True):
+                keep = values.astype(str) == cat
+                ax.scatter(xy[keep, 0], xy[keep, 1], s=s, color=col, label=cat, linewidths=0)
+            ax.legend(loc="center left", bbox_to_anchor=(1, 0.5), frameon=False)
+        ax.set_title(label)
+    if img is None:
+        ax.invert_yaxis()
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+    if save is not None:
+        ax.figure.savefig(save, bbox_inches="tight", dpi=150)
+    return ax
+
+
+def patch_mosaic(
+    adata: AnnData,
+    spots: Sequence[str] | None = None,
+    *,
+    slide=None,
+    n: int = 16,
+    ncols: int = 4,
+    patch=None,
+    mpp: float | None = None,
+    color: str | None = None,
+    save: str | os.PathLike | None = None,
+):
+    """Grid of the patches around chosen spots (what the image encoder sees).
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm['spatial']``.
+    spots
+        ``obs_names`` to show (default: the first ``n``).
+    slide
+        Image path or Slide (default: the stored ``source_image_path``).
+    n, ncols
+        Number of patches when ``spots`` is not given, and grid columns.
+    patch
+        :class:`~kbfm.io.patches.PatchSpec` (default 224 px at 0.5 µm/px).
+    mpp
+        Microns per slide pixel, when neither the slide nor ``adata`` knows it.
+    color
+        Optional obs/var/obsm value printed above each patch.
+    save
+        Write the figure here.
+
+    Returns
+    -------
+    The matplotlib figure.
+
+    Examples
+    --------
+    >>> patch_mosaic(adata, n=8)  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+
+    from ..io.patches import PatchSpec, extract_patches
+    from ..tl.embed_image import _resolve_mpp, _resolve_slide
+
+    names = list(spots) if spots is not None else list(adata.obs_names[:n])
+    missing = [s for s in names if s not in adata.obs_names]
+    if missing:
+        msg = f"{len(missing)} spots not in obs_names, e.g. {missing[:3]}."
+        raise KbfmInputError(msg)
+    idx = adata.obs_names.get_indexer(names)
+    opened = _resolve_slide(adata, slide, None)
+    _resolve_mpp(adata, opened, mpp, None)
+    patches, _ = extract_patches(opened, spatial_coords(adata)[idx], patch or PatchSpec())
+    labels = _values(adata, color)[0][idx] if color else None
+    nrows = int(np.ceil(len(names) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.1 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if k < len(names):
+            ax.imshow(patches[k])
+            title = (
+                names[k]
+                if labels is None
+                else f"{names[k]}\n{labels[k]:.3g}"
+                if (np.asarray(labels).dtype.kind in "biuf")
+                else f"{names[k]}\n{labels[k]}"
+            )
+            ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(save, bbox_inches="tight", dpi=150)
+    return fig
