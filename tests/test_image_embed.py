@@ -36,6 +36,7 @@ def test_image_to_expression_recovers_region_signal(slide_path, tmp_path):
     assert cache.stats.hits == adata.n_obs  # second call is served from the cache
 
 
+@pytest.mark.slow
 def test_default_encoder_with_context_and_tta(slide_path):
     adata = spots_adata(step=400)
     embed_image(adata, slide=slide_path, context=(1.0, 2.0), tta=True, batch_size=8)
