@@ -34,12 +34,13 @@ OUT = ROOT / "benchmarks" / "results"
 BATCH = 32
 
 
-def raw_rate(encoder, patches: np.ndarray, repeats: int = 2) -> float:
+def raw_rate(encoder, patches: np.ndarray, repeats: int = 3) -> float:
     tensors = [encoder.preprocess(p) for p in patches]
     import torch
 
     stacked = torch.stack(tensors)
-    encoder.embed_batch(stacked[:BATCH])  # warm-up
+    for _ in range(3):  # warm-up: thread pools and first-call allocations
+        encoder.embed_batch(stacked[:BATCH])
     t0 = time.perf_counter()
     for _ in range(repeats):
         for start in range(0, len(stacked), BATCH):
