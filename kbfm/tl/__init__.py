@@ -1,18 +1,26 @@
 """Tools: compute results into the AnnData (scanpy-style ``tl``)."""
 
 from .annotate import annotate
+from .combine_embeddings import combine_embeddings
 from .deconvolve import deconvolve
 from .embed_cells import embed_cells, genept_w_stream
 from .embed_genes import embed_genes
+from .embed_image import embed_image
 from .evaluate import evaluate_annotation
+from .predict_expression import ExpressionPredictor, fit_expression_predictor, predict_expression
 from .query import query
 
 __all__ = [
+    "ExpressionPredictor",
     "annotate",
+    "combine_embeddings",
     "deconvolve",
     "embed_cells",
     "embed_genes",
+    "embed_image",
     "evaluate_annotation",
+    "fit_expression_predictor",
     "genept_w_stream",
+    "predict_expression",
     "query",
 ]
