@@ -19,7 +19,7 @@ from .embed_cells import _genept_w
 
 CELLTYPE_KEY = "kbfm_celltype"
 AUTO_CLUSTER_KEY = "kbfm_clusters"
-METHODS = ("zero_shot", "marker_score")
+METHODS = ("zero_shot", "marker_score", "llm")
 
 
 def auto_clusters(X, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -56,7 +56,7 @@ def _group_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.
 def annotate(
     adata: AnnData,
     *,
-    method: Literal["zero_shot", "marker_score"] = "zero_shot",
+    method: Literal["zero_shot", "marker_score", "llm"] = "zero_shot",
     candidates: object = None,
     groupby: str | None = None,
     layer: str | None = None,
@@ -68,6 +68,11 @@ def annotate(
     markers_in_card: bool = True,
     weighting: Literal["expression", "relative"] = "relative",
     center: bool | None = None,
+    llm: object = "smollm2",
+    llm_options: dict | None = None,
+    tissue: str = "unknown tissue",
+    constrained: bool | None = None,
+    top_n: int = 10,
     key_added: str = CELLTYPE_KEY,
     cache: bool = True,
     copy: bool = False,
@@ -79,7 +84,10 @@ def annotate(
     cells) and each candidate cell type by its Cell Ontology card plus the mean text
     embedding of its marker genes; the closest cell type by cosine wins.
     ``method="marker_score"`` is the classic baseline: ``scanpy.tl.score_genes`` on the
-    same curated markers, highest score wins.
+    same curated markers, highest score wins. ``method="llm"`` asks an LLM to name each
+    group from its top markers (prompt ``celltype_annotation``) and maps the answer onto
+    the Cell Ontology (see :mod:`kbfm.tl.annotate_llm`); ``llm="dry-run"`` only records
+    the prompts and a token estimate.
 
     Parameters
     ----------
@@ -104,6 +112,17 @@ def annotate(
         Write the marker genes into the card text.
     weighting
         ``"relative"`` (z-score, negative part 0) or ``"expression"`` (raw GenePT-w).
+    llm, llm_options
+        For ``method="llm"``: ``"smollm2"`` (offline, tiny), ``"dry-run"``,
+        ``"hf:<id or path>"``, ``"openai:<model>"``, and backend options such as
+        ``{"base_url": ..., "api_key_env": ...}``.
+    tissue
+        Tissue named in the LLM prompt.
+    constrained
+        For ``method="llm"``: score the candidates by log-likelihood instead of free
+        text (default: on for local models, off for HTTP endpoints).
+    top_n
+        Marker genes per group in the LLM prompt.
     center
         Subtract the mean cell embedding from the cells and the mean prototype from the
         prototypes before matching. GenePT-w over thousands of genes is dominated by a
@@ -160,6 +179,33 @@ def annotate(
     elif groupby is not None:
         groups = adata.obs[groupby].astype(str).to_numpy()
 
+    if method == "llm":
+        from .annotate_llm import annotate_groups_with_llm
+
+        if groups is None:
+            msg = "method='llm' annotates groups: pass groupby=<obs column> or groupby='auto'."
+            raise KbfmInputError(msg)
+        adata = adata.copy() if copy else adata
+        if groupby == "auto":
+            adata.obs[AUTO_CLUSTER_KEY] = pd.Categorical(groups)
+        annotate_groups_with_llm(
+            adata,
+            X,
+            names,
+            groups,
+            ids,
+            ontology=ontology,
+            llm=llm,
+            llm_options=llm_options,
+            species=species,
+            tissue=tissue,
+            constrained=constrained,
+            top_n=top_n,
+            key_added=key_added,
+            cache=cache,
+            params=params,
+        )
+        return adata if copy else None
     if method == "marker_score":
         scores, labels_ids = marker_score_matrix(X, names, ids, ontology=ontology, species=species)
         params["markers"] = "kbfm curated marker table"

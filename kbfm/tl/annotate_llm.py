@@ -1,0 +1,254 @@
+"""Prompt-based cluster annotation with an LLM (GPTCelltype-style), mapped onto the Cell Ontology.
+
+Top markers per cluster (``scanpy.tl.rank_genes_groups``) go into the versioned prompt
+``celltype_annotation``; each answer is mapped onto a Cell Ontology term — exact label
+or synonym first, then the nearest term by text embedding above a threshold — or
+reported as unmapped, never silently accepted. The raw answer is kept. With
+``constrained=True`` the model instead scores each candidate cell type by
+log-likelihood, so small local models give usable answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import KbfmInputError
+from .._settings import settings
+from ..encoders.llm import LLM, DryRunLLM, estimate_tokens, get_llm
+from ..prompts import load_prompt
+
+UNMAPPED = "unmapped"
+
+
+def top_markers(
+    X, gene_names: list[str], groups: np.ndarray, *, top_n: int = 10
+) -> dict[str, list[str]]:
+    """Top ``top_n`` marker genes per group (Wilcoxon, scanpy), most specific first."""
+    import scanpy as sc
+
+    from .annotate_markers import looks_like_counts
+
+    tmp = AnnData(X.astype(np.float32))
+    tmp.var_names = [str(g) for g in gene_names]
+    tmp.var_names_make_unique()
+    tmp.obs["group"] = pd.Categorical(groups.astype(str))
+    if looks_like_counts(X):
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    if tmp.obs["group"].nunique() < 2:
+        msg = "LLM annotation needs at least two groups to rank marker genes."
+        raise KbfmInputError(msg)
+    sc.tl.rank_genes_groups(tmp, "group", method="wilcoxon", n_genes=top_n)
+    names = tmp.uns["rank_genes_groups"]["names"]
+    return {g: [str(x) for x in names[g]] for g in names.dtype.names}
+
+
+def _clean(answer: str) -> str:
+    text = re.sub(r"[*`\"']", "", answer).strip().rstrip(".").strip()
+    return re.sub(r"\s+", " ", text)
+
+
+def parse_answer_lines(text: str, group_ids: list[str]) -> dict[str, str]:
+    """Parse ``id: name`` lines; groups without a line get an empty answer."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        m = re.match(r"^\s*(?:cluster\s*)?([^:]+?)\s*[:\-–]\s*(.+)$", line, flags=re.IGNORECASE)
+        if m and m.group(1).strip() in group_ids:
+            found[m.group(1).strip()] = _clean(m.group(2))
+    return {g: found.get(g, "") for g in group_ids}
+
+
+def map_to_ontology(
+    answers: list[str], ontology, *, candidates: list[str] | None = None, threshold: float = 0.8
+) -> list[tuple[str | None, str, float]]:
+    """Map free-text answers onto Cell Ontology ids.
+
+    Returns
+    -------
+    ``(id or None, how, similarity)`` per answer; ``how`` is ``"exact"`` (label or
+    synonym, also after dropping a plural "s"), ``"embedding"`` (nearest label by text
+    embedding with cosine >= ``threshold``) or ``"unmapped"``.
+    """
+    from ..encoders import encode_texts
+
+    out: list[tuple[str | None, str, float]] = []
+    pool = candidates or sorted(ontology.terms)
+    labels = [ontology.terms[i].label for i in pool]
+    label_vecs = None
+    for answer in answers:
+        text = _clean(answer)
+        cid = ontology.lookup(text) if text else None
+        if cid is None and text.endswith("s"):
+            cid = ontology.lookup(text[:-1])
+        if cid is not None:
+            out.append((cid, "exact", 1.0))
+            continue
+        if not text:
+            out.append((None, UNMAPPED, 0.0))
+            continue
+        if label_vecs is None:
+            label_vecs = encode_texts(labels, "minilm")
+        sims = label_vecs @ encode_texts([text], "minilm")[0]
+        best = int(np.argmax(sims))
+        if sims[best] >= threshold:
+            out.append((pool[best], "embedding", float(sims[best])))
+        else:
+            out.append((None, UNMAPPED, float(sims[best])))
+    return out
+
+
+def _cache_path(model_id: str, prompt: str) -> Path:
+    key = hashlib.sha256(f"{model_id}\0{prompt}".encode()).hexdigest()
+    return settings.cache_dir / "llm" / key[:2] / f"{key}.json"
+
+
+def _cached_chat(llm: LLM, messages: list[dict], *, cache: bool) -> str:
+    prompt = json.dumps(messages, sort_keys=True)
+    path = _cache_path(llm.model_id, prompt)
+    if cache and path.exists():
+        try:
+            return json.loads(path.read_text())["content"]
+        except (json.JSONDecodeError, KeyError, OSError):
+            path.unlink(missing_ok=True)
+    content = llm.chat(messages, max_tokens=512).content
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"model_id": llm.model_id, "content": content}, fh)
+        os.replace(tmp, path)
+    return content
+
+
+def llm_cluster_answers(
+    markers: dict[str, list[str]],
+    *,
+    llm: LLM,
+    ontology,
+    candidates: list[str],
+    species: str,
+    tissue: str,
+    constrained: bool,
+    batch_size: int = 15,
+    max_workers: int = 4,
+    cache: bool = True,
+) -> tuple[dict[str, str], dict[str, float], dict]:
+    """Ask the LLM for each group's cell type.
+
+    Returns
+    -------
+    ``(raw answer per group, confidence per group, info)``; ``info`` holds prompt id,
+    version and, for a dry run, the prompts and a token estimate.
+    """
+    template = load_prompt("celltype_annotation")
+    groups = list(markers)
+    info: dict = {"prompt": template.key, "prompt_sha256": template.sha256}
+
+    def messages_for(ids: list[str]) -> list[dict]:
+        lines = "\n".join(f"{g}: {', '.join(markers[g])}" for g in ids)
+        text = template.render(
+            species=species, tissue=tissue, n_clusters=len(ids), marker_lines=lines
+        )
+        return [{"role": "user", "content": text}]
+
+    if constrained:
+        options = [ontology.terms[c].label for c in candidates]
+        answers, confidence = {}, {}
+        for g in groups:
+            scores = np.asarray(llm.score_options(messages_for([g]), options))
+            probs = np.exp(scores - scores.max())
+            probs /= probs.sum()
+            answers[g] = options[int(np.argmax(scores))]
+            confidence[g] = float(probs.max())
+        info["mode"] = "constrained log-likelihood over candidates"
+        return answers, confidence, info
+    batches = [groups[i : i + batch_size] for i in range(0, len(groups), batch_size)]
+    if isinstance(llm, DryRunLLM):
+        prompts = [messages_for(b)[0]["content"] for b in batches]
+        info.update(
+            dry_run_prompts=prompts, estimated_prompt_tokens=sum(map(estimate_tokens, prompts))
+        )
+        return {g: "" for g in groups}, {g: 0.0 for g in groups}, info
+    with ThreadPoolExecutor(max_workers=max_workers) as pool:
+        texts = list(pool.map(lambda b: _cached_chat(llm, messages_for(b), cache=cache), batches))
+    answers: dict[str, str] = {}
+    for batch, text in zip(batches, texts, strict=True):
+        answers.update(parse_answer_lines(text, batch))
+    info["mode"] = "free-text answers mapped onto the Cell Ontology"
+    return answers, {g: 1.0 if answers[g] else 0.0 for g in groups}, info
+
+
+def get_llm_for_annotation(llm, llm_options: dict | None):
+    """Resolve the LLM argument of :func:`kbfm.tl.annotate`."""
+    return get_llm(llm, **(llm_options or {}))
+
+
+def annotate_groups_with_llm(
+    adata: AnnData,
+    X,
+    names: list[str],
+    groups: np.ndarray,
+    candidate_ids: list[str],
+    *,
+    ontology,
+    llm,
+    llm_options: dict | None,
+    species: str,
+    tissue: str,
+    constrained: bool | None,
+    top_n: int,
+    key_added: str,
+    cache: bool,
+    params: dict,
+) -> None:
+    """Run LLM annotation of ``groups`` and write the results into ``adata`` (see annotate)."""
+    from .._provenance import record_step
+    from ..encoders.llm import HFCausalLM
+
+    model = get_llm(llm, **(llm_options or {}))
+    use_constrained = isinstance(model, HFCausalLM) if constrained is None else bool(constrained)
+    markers = top_markers(X, names, groups, top_n=top_n)
+    answers, confidence, info = llm_cluster_answers(
+        markers,
+        llm=model,
+        ontology=ontology,
+        candidates=candidate_ids,
+        species=species,
+        tissue=tissue,
+        constrained=use_constrained,
+        cache=cache,
+    )
+    params.update(info, llm=model.name, llm_model_id=model.model_id, constrained=use_constrained)
+    if isinstance(model, DryRunLLM):
+        record_step(adata, "annotate_llm_dry_run", **params)
+        return
+    group_ids = list(answers)
+    mapped = map_to_ontology([answers[g] for g in group_ids], ontology)
+    label, cid, score, how = {}, {}, {}, {}
+    for g, (term, route, sim) in zip(group_ids, mapped, strict=True):
+        label[g] = ontology.terms[term].label if term else UNMAPPED
+        cid[g] = term or ""
+        how[g] = route
+        score[g] = confidence[g] * sim if term else 0.0
+    keys = pd.Series(groups.astype(str), index=adata.obs_names)
+    adata.obs[key_added] = pd.Categorical(keys.map(label))
+    adata.obs[f"{key_added}_id"] = pd.Categorical(keys.map(cid))
+    adata.obs[f"{key_added}_score"] = keys.map(score).astype(np.float32)
+    adata.obs[f"{key_added}_raw"] = pd.Categorical(keys.map(answers))
+    adata.obs[f"{key_added}_mapping"] = pd.Categorical(keys.map(how))
+    params.update(
+        n_groups=len(group_ids),
+        n_unmapped=sum(1 for g in group_ids if not cid[g]),
+        answers={g: answers[g] for g in group_ids},
+    )
+    record_step(adata, "annotate", key_added=key_added, **params)
