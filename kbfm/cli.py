@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -28,7 +28,7 @@ SourceOpt = Annotated[
     str, typer.Option(help="Gene knowledge: builtin, ncbi, or a JSON/TSV/CSV path.")
 ]
 SpeciesOpt = Annotated[str, typer.Option(help="human or mouse.")]
-LayerOpt = Annotated[Optional[str], typer.Option(help="Read expression from this layer.")]  # noqa: UP045
+LayerOpt = Annotated[str | None, typer.Option(help="Read expression from this layer.")]
 RawOpt = Annotated[bool, typer.Option("--use-raw", help="Read expression from adata.raw.")]
 
 
@@ -248,7 +248,7 @@ def annotate(
         str | None,
         typer.Option(help="Ontology root (e.g. leukocyte) or comma-separated cell types."),
     ] = None,
-    groupby: Annotated[Optional[str], typer.Option(help="obs column or 'auto' (Leiden).")] = None,  # noqa: UP045
+    groupby: Annotated[str | None, typer.Option(help="obs column or 'auto' (Leiden).")] = None,
     layer: LayerOpt = None,
     use_raw: RawOpt = False,
     source: SourceOpt = "builtin",
@@ -281,12 +281,51 @@ def query(
     path: InPath,
     text: Annotated[str, typer.Argument(help="Free-text query, e.g. 'cytotoxic T cell'.")],
     out: OutOpt = None,
-    key: Annotated[Optional[str], typer.Option(help="obs column to write.")] = None,  # noqa: UP045
+    key: Annotated[str | None, typer.Option(help="obs column to write.")] = None,
 ) -> None:
     """Score every cell against a text query (needs obsm['X_genetext'])."""
     from . import tl
 
     _roundtrip(path, out, lambda a: tl.query(a, text, key_added=key))
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question in plain language.")],
+    data: Annotated[Path | None, typer.Option(help="The .h5ad file to analyse.")] = None,
+    llm: Annotated[
+        str, typer.Option(help="smollm2, hf:<id>, openai:<model>, dry-run.")
+    ] = "smollm2",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    plan: Annotated[
+        Path | None, typer.Option(help="JSON list of [tool, {args}] to replay.")
+    ] = None,
+    max_steps: Annotated[int, typer.Option(help="Most tool calls.")] = 8,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Transcript and figures.")] = Path(
+        "kbfm_agent"
+    ),
+) -> None:
+    """Answer a question by chaining kbfm tools; writes transcript.json and transcript.md."""
+    from .agent import ScriptedPolicy, run_agent
+    from .io import read_h5ad
+
+    def go():
+        adata = read_h5ad(data) if data else None
+        if plan is not None:
+            steps = json.loads(plan.read_text())
+            policy = ScriptedPolicy([(name, args) for name, args in steps])
+        else:
+            policy = llm
+        options = {"base_url": base_url} if base_url else {}
+        transcript, _ = run_agent(
+            question, adata=adata, llm=policy, llm_options=options, max_steps=max_steps, out_dir=out
+        )
+        for step in transcript.steps:
+            typer.echo(f"[{step.step}] {step.tool}({step.arguments}) -> {step.result[:160]}")
+        typer.echo(f"answer: {transcript.answer or '(none)'}  [{transcript.stop_reason}]")
+        typer.echo(f"transcript: {out}/transcript.md")
+
+    _run(go)
 
 
 @knowledge_app.command("download")

@@ -103,9 +103,23 @@ class HFCausalLM(LLM):
         self.model.to(self.device).eval()
         self._torch = torch
 
+    @staticmethod
+    def _plain(messages: list[dict]) -> list[dict]:
+        # Small chat templates know only system/user/assistant turns with text.
+        out = []
+        for m in messages:
+            content = m.get("content") or ""
+            if m.get("tool_calls"):
+                content = (content + "\n" + json.dumps(m["tool_calls"])).strip()
+            role = m.get("role", "user")
+            if role == "tool":
+                role, content = "user", f"Tool result: {content}"
+            out.append({"role": role, "content": content})
+        return out
+
     def _prompt_ids(self, messages: list[dict]):
         ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, return_tensors="pt"
+            self._plain(messages), add_generation_prompt=True, return_tensors="pt"
         )
         ids = ids["input_ids"] if hasattr(ids, "keys") else ids
         return ids.to(self.device)

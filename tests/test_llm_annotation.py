@@ -1,0 +1,121 @@
+"""LLM backends and prompt-based annotation against a local chat server and the offline model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _chat_server import ChatServer, text_reply
+
+import kbfm
+from kbfm._errors import KbfmInputError, KbfmUnavailableError
+from kbfm.encoders.llm import get_llm
+from kbfm.prompts import list_prompts, load_prompt
+from kbfm.tl.annotate_llm import map_to_ontology, parse_answer_lines
+
+
+@pytest.fixture
+def pbmc():
+    adata = kbfm.datasets.pbmc68k_reduced()
+    adata.obs["cluster"] = adata.obs["louvain"].astype(str)
+    return adata
+
+
+def test_prompts_are_versioned_templates():
+    keys = set(list_prompts())
+    assert {
+        "celltype_annotation.v1",
+        "region_description.v1",
+        "gene_description.v1",
+        "agent_system.v1",
+    } <= keys
+    with pytest.raises(KbfmInputError, match="missing values"):
+        load_prompt("celltype_annotation").render(species="human")
+
+
+def test_parse_and_map_answers():
+    onto = kbfm.knowledge.CellOntology.load()
+    parsed = parse_answer_lines(
+        "0: B cells\n1: **CD14+ monocyte**\nnoise\n2: Zorgblat", ["0", "1", "2", "3"]
+    )
+    assert parsed == {"0": "B cells", "1": "CD14+ monocyte", "2": "Zorgblat", "3": ""}
+    mapped = map_to_ontology(list(parsed.values()), onto)
+    assert mapped[0][:2] == ("CL:0000236", "exact")
+    assert mapped[2][1] == "unmapped" and mapped[3][1] == "unmapped"
+
+
+def test_dry_run_returns_prompts_without_calling(pbmc):
+    kbfm.tl.annotate(pbmc, method="llm", llm="dry-run", groupby="cluster", tissue="blood")
+    record = pbmc.uns["kbfm"]["annotate_llm_dry_run"]
+    assert "human blood" in record["dry_run_prompts"][0]
+    assert record["estimated_prompt_tokens"] > 50 and record["prompt"] == "celltype_annotation.v1"
+    assert "kbfm_celltype" not in pbmc.obs
+
+
+def test_http_llm_annotation_maps_and_reports_unmapped(pbmc):
+    clusters = sorted(pbmc.obs["cluster"].unique(), key=int)
+    lines = [f"{c}: B cells" if i == 0 else f"{c}: Zorgblat cell" for i, c in enumerate(clusters)]
+    with ChatServer([("status", 429), text_reply("\n".join(lines))]) as server:
+        kbfm.tl.annotate(
+            pbmc,
+            method="llm",
+            groupby="cluster",
+            llm="openai:fake-chat",
+            llm_options={"base_url": server.base_url, "backoff": 0.01},
+        )
+    first = pbmc.obs["cluster"] == clusters[0]
+    assert (pbmc.obs.loc[first, "kbfm_celltype"] == "B cell").all()
+    assert (pbmc.obs.loc[~first, "kbfm_celltype"] == "unmapped").all()
+    assert (pbmc.obs.loc[~first, "kbfm_celltype_raw"] == "Zorgblat cell").all()
+    assert pbmc.uns["kbfm"]["annotate"]["n_unmapped"] == len(clusters) - 1
+    assert len(server.requests) == 2  # one retry after HTTP 429
+
+
+def test_answers_are_cached(pbmc):
+    clusters = sorted(pbmc.obs["cluster"].unique(), key=int)
+    answer = "\n".join(f"{c}: T cell" for c in clusters)
+    with ChatServer([text_reply(answer)]) as server:
+        opts = {"base_url": server.base_url}
+        kbfm.tl.annotate(
+            pbmc, method="llm", groupby="cluster", llm="openai:cached", llm_options=opts
+        )
+        kbfm.tl.annotate(
+            pbmc, method="llm", groupby="cluster", llm="openai:cached", llm_options=opts
+        )
+    assert len(server.requests) == 1
+
+
+def test_server_errors_and_bad_schema_are_clear(pbmc):
+    with ChatServer([("status", 500)] * 3) as server:
+        llm = get_llm("openai:err", base_url=server.base_url, max_retries=2, backoff=0.01)
+        with pytest.raises(KbfmUnavailableError, match="after 3 attempts"):
+            llm.chat([{"role": "user", "content": "hi"}])
+    with ChatServer([("raw", '{"nothing": 1}')]) as server:
+        llm = get_llm("openai:schema", base_url=server.base_url)
+        with pytest.raises(KbfmUnavailableError, match="chat-completions schema"):
+            llm.chat([{"role": "user", "content": "hi"}])
+
+
+def test_timeout_is_retried_then_reported():
+    with ChatServer([("sleep", 1.5, text_reply("late"))] * 2) as server:
+        llm = get_llm(
+            "openai:slow", base_url=server.base_url, timeout=0.3, max_retries=1, backoff=0.01
+        )
+        with pytest.raises(KbfmUnavailableError, match="timed out|TimeoutError"):
+            llm.chat([{"role": "user", "content": "hi"}])
+
+
+def test_llm_needs_groups(pbmc):
+    with pytest.raises(KbfmInputError, match="groupby"):
+        kbfm.tl.annotate(pbmc, method="llm", llm="dry-run")
+
+
+@pytest.mark.slow
+def test_offline_smollm2_constrained_annotation(pbmc):
+    small = pbmc[pbmc.obs["cluster"].isin(["0", "1", "2"])].copy()
+    kbfm.tl.annotate(
+        small, method="llm", groupby="cluster", candidates=["B cell", "T cell", "monocyte"]
+    )
+    labels = set(small.obs["kbfm_celltype"].astype(str))
+    assert labels <= {"B cell", "T cell", "monocyte"}
+    assert small.uns["kbfm"]["annotate"]["constrained"] is True
+    assert np.isfinite(small.obs["kbfm_celltype_score"]).all()
