@@ -26,7 +26,7 @@ def tool_reply(name: str, arguments: str) -> dict:
 
 
 class ChatServer:
-    """Serves POST /v1/chat/completions from ``replies`` (dicts, or ('status', code) / ('sleep', s))."""
+    """Serves POST /v1/chat/completions from scripted ``replies`` (dicts or tuples)."""
 
     def __init__(self, replies: list) -> None:
         self.replies = list(replies)

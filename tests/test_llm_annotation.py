@@ -100,7 +100,7 @@ def test_timeout_is_retried_then_reported():
         llm = get_llm(
             "openai:slow", base_url=server.base_url, timeout=0.3, max_retries=1, backoff=0.01
         )
-        with pytest.raises(KbfmUnavailableError, match="timed out|TimeoutError"):
+        with pytest.raises(KbfmUnavailableError, match=r"timed out|TimeoutError"):
             llm.chat([{"role": "user", "content": "hi"}])
 
 
