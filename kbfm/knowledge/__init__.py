@@ -1,6 +1,12 @@
-"""Knowledge: the Cell Ontology, gene descriptions, curated markers, gene symbols."""
+"""Knowledge: the Cell Ontology, curated markers, gene descriptions and gene symbols.
 
-from .cell_ontology import CellOntology, CellTypeTerm
+Everything here works offline from files that ship with kbfm or its dependencies,
+except :func:`download_ncbi`, which fetches NCBI gene summaries once for later use.
+"""
+
+from __future__ import annotations
+
+from .cell_ontology import GENERIC_TERMS, CellOntology, CellTypeTerm, available_versions
 from .gene_descriptions import GENE_KNOWLEDGE_SOURCES, GeneKnowledge, load_gene_knowledge
 from .gene_symbols import (
     GeneMatchReport,
@@ -11,15 +17,20 @@ from .gene_symbols import (
     mouse_to_human,
     normalize_symbols,
 )
-from .markers import load_marker_file, marker_sets, marker_table
+from .markers import MARKER_TABLE_VERSION, load_marker_file, marker_sets, marker_table
+from .ncbi_download import download_ncbi
 
 __all__ = [
+    "GENERIC_TERMS",
     "GENE_KNOWLEDGE_SOURCES",
+    "MARKER_TABLE_VERSION",
     "CellOntology",
     "CellTypeTerm",
     "GeneKnowledge",
     "GeneMatchReport",
     "alias_table_from_ncbi",
+    "available_versions",
+    "download_ncbi",
     "ensembl_to_symbol",
     "human_to_mouse",
     "load_gene_knowledge",

@@ -1,10 +1,10 @@
-"""Gene descriptions from pluggable sources, turned into the text that gets embedded.
+"""Gene descriptions from pluggable sources, and the text that gets embedded per gene.
 
-Sources: NCBI ``gene_info`` (+ RefSeq summaries), RefSeq summary tables, GenePT-style
-JSON, your own TSV/CSV, and ``builtin``: an offline source composed only of facts that
-ship with kbfm (the curated marker table joined to Cell Ontology definitions). The
-builtin source covers marker genes only and is weak; use NCBI summaries (GenePT's
-choice) or LLM-written descriptions for real work.
+Sources: NCBI ``gene_info`` joined to RefSeq summaries (GenePT's choice), RefSeq summary
+tables, GenePT-style JSON, your own TSV/CSV, and ``builtin``: an offline source composed
+only of facts that ship with kbfm (the curated marker table and Cell Ontology
+definitions). ``builtin`` covers marker genes only and says little about each; use NCBI
+summaries or your own descriptions for real work.
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._errors import KbfmInputError
+from .._errors import KbfmInputError, closest_names
 from .._settings import settings
 
 
 class GeneKnowledge:
-    """Gene symbol -> description text.
+    """Gene symbol -> description text, from one named source.
+
+    Lookups ignore case; symbols keep the spelling of the source.
 
     Parameters
     ----------
     descriptions
-        ``{symbol: description}``.
+        ``{symbol: description}``; empty descriptions are dropped.
     source
         Name of the source (recorded in provenance).
     version
@@ -35,13 +37,17 @@ class GeneKnowledge:
     species
         ``"human"`` or ``"mouse"``.
     names
-        Optional ``{symbol: full name}``, prepended to the description in :meth:`text`.
+        ``{symbol: full name}``, put before the description by :meth:`text`.
 
     Examples
     --------
-    >>> gk = GeneKnowledge({"CD3E": "Part of the T cell receptor complex."}, source="mine")
+    >>> gk = GeneKnowledge(
+    ...     {"CD3E": "Part of the T cell receptor complex."},
+    ...     source="mine",
+    ...     names={"CD3E": "CD3e molecule"},
+    ... )
     >>> gk.text("cd3e")
-    'CD3E: Part of the T cell receptor complex.'
+    'CD3E: CD3e molecule. Part of the T cell receptor complex.'
     """
 
     def __init__(
@@ -53,9 +59,15 @@ class GeneKnowledge:
         species: str = "human",
         names: dict[str, str] | None = None,
     ) -> None:
-        self._text = {str(k): str(v) for k, v in descriptions.items() if str(v).strip()}
-        self._upper = {k.upper(): k for k in self._text}
-        self._names = {str(k): str(v) for k, v in (names or {}).items()}
+        self._text = {
+            str(k): str(v).strip()
+            for k, v in descriptions.items()
+            if isinstance(v, str) and v.strip() and str(k).strip()
+        }
+        self._upper: dict[str, str] = {}
+        for key in self._text:
+            self._upper.setdefault(key.upper(), key)
+        self._names = {str(k): str(v) for k, v in (names or {}).items() if isinstance(v, str)}
         self.source = source
         self.version = version
         self.species = species
@@ -69,30 +81,48 @@ class GeneKnowledge:
     def __iter__(self) -> Iterator[str]:
         return iter(self._text)
 
+    def __repr__(self) -> str:
+        return (
+            f"GeneKnowledge(source={self.source!r}, version={self.version!r}, "
+            f"species={self.species!r}, n_genes={len(self)})"
+        )
+
     @property
     def symbols(self) -> set[str]:
-        """The covered symbols, as written by the source."""
+        """The covered symbols, spelled as in the source."""
         return set(self._text)
 
     def get(self, symbol: str) -> str | None:
-        """Return the raw description of a symbol (case-insensitive), or None."""
+        """Return the raw description of a symbol (case-insensitive), or ``None``."""
         key = self._upper.get(str(symbol).upper())
-        return self._text[key] if key is not None else None
+        return None if key is None else self._text[key]
 
     def text(self, symbol: str) -> str:
-        """Return the text to embed: ``"SYMBOL: full name. description"``."""
+        """Return the text to embed for a gene: ``"SYMBOL: full name. description"``.
+
+        The full name is left out when the source has none or the description already
+        contains it.
+
+        Raises
+        ------
+        KbfmInputError
+            When the source has no description for ``symbol``.
+        """
         key = self._upper.get(str(symbol).upper())
         if key is None:
-            msg = f"No description for gene {symbol!r} in source {self.source!r}."
+            msg = (
+                f"No description for gene {symbol!r} in gene knowledge {self.source!r} "
+                f"({len(self)} genes).{closest_names(str(symbol), self._text)}"
+            )
             raise KbfmInputError(msg)
-        name = self._names.get(key)
-        head = (
-            f"{key}: {name}." if name and name.lower() not in self._text[key].lower() else f"{key}:"
-        )
-        return f"{head} {self._text[key]}"
+        body = self._text[key]
+        name = self._names.get(key, "").strip()
+        if name and name != "-" and name.lower() not in body.lower():
+            return f"{key}: {name}. {body}"
+        return f"{key}: {body}"
 
     def to_frame(self) -> pd.DataFrame:
-        """Return ``symbol``, ``full_name``, ``description`` as a DataFrame."""
+        """Return one row per gene: ``symbol``, ``full_name``, ``description``."""
         return pd.DataFrame(
             {
                 "symbol": list(self._text),
@@ -102,30 +132,56 @@ class GeneKnowledge:
         )
 
     def merge(self, other: GeneKnowledge) -> GeneKnowledge:
-        """Return a source with both; this one wins for genes in both."""
-        texts = {**other._text, **self._text}
-        names = {**other._names, **self._names}
+        """Return a source holding both; this one wins for genes in both.
+
+        Examples
+        --------
+        >>> a = GeneKnowledge({"CD4": "from a"}, source="a")
+        >>> b = GeneKnowledge({"CD4": "from b", "CD8A": "from b"}, source="b")
+        >>> merged = a.merge(b)
+        >>> merged.get("CD4"), len(merged), merged.source
+        ('from a', 2, 'a+b')
+        """
+        if other.species != self.species:
+            msg = f"Cannot merge {other.species} gene knowledge into {self.species} knowledge."
+            raise KbfmInputError(msg)
+        mine = {k.upper() for k in self._text}
+        texts = {k: v for k, v in other._text.items() if k.upper() not in mine}
+        names = {k: v for k, v in other._names.items() if k.upper() not in mine}
         return GeneKnowledge(
-            texts,
+            {**texts, **self._text},
             source=f"{self.source}+{other.source}",
             version=f"{self.version}+{other.version}",
             species=self.species,
-            names=names,
+            names={**names, **self._names},
         )
 
     @classmethod
     def from_refseq_tsv(cls, path: str | os.PathLike, *, species: str = "human") -> GeneKnowledge:
-        """Read a table with ``symbol``, ``full_name`` and ``summary`` columns (gz or plain)."""
+        """Read a RefSeq summary table: ``symbol``, ``summary`` and optional ``full_name``.
+
+        Parameters
+        ----------
+        path
+            Tab-separated, plain or ``.gz`` (e.g. ``refseq_summaries_human.tsv.gz`` with
+            ``entrez_id``, ``symbol``, ``full_name``, ``summary``).
+        species
+            Species of the genes.
+
+        Returns
+        -------
+        The :class:`GeneKnowledge`.
+        """
         table = _read_table(path, sep="\t")
-        _require(table, {"symbol", "summary"}, path)
+        _require(table, ["symbol", "summary"], path)
         table = table.dropna(subset=["symbol", "summary"])
-        names = dict(zip(table["symbol"], table.get("full_name", table["symbol"]), strict=True))
+        full = table["full_name"] if "full_name" in table.columns else None
         return cls(
             dict(zip(table["symbol"], table["summary"], strict=True)),
             source=f"refseq:{Path(path).name}",
             version=_file_version(path),
             species=species,
-            names=names,
+            names=dict(zip(table["symbol"], full, strict=True)) if full is not None else None,
         )
 
     @classmethod
@@ -135,47 +191,94 @@ class GeneKnowledge:
         summaries_path: str | os.PathLike | None = None,
         *,
         species: str = "human",
+        version: str | None = None,
     ) -> GeneKnowledge:
-        """Read NCBI ``gene_info`` (+ an optional ``GeneID``/summary table).
+        """Read NCBI ``gene_info``, optionally joined by GeneID to gene summaries.
 
-        Without summaries the description is the gene's full name and type, which is
+        Without summaries a gene's description is only its full name and type, which is
         short; with RefSeq summaries this is GenePT's knowledge source.
+
+        Parameters
+        ----------
+        gene_info_path
+            NCBI ``gene_info`` (``.gz`` or plain; header starts with ``#tax_id``). Names
+            come from ``Full_name_from_nomenclature_authority``, else ``description``.
+        summaries_path
+            Tab-separated table with a ``GeneID`` (or ``entrez_id``) and a ``summary``
+            column, such as the ``summaries.tsv`` written by
+            :func:`~kbfm.knowledge.ncbi_download.download_ncbi`.
+        species
+            Species of the genes.
+        version
+            Version to record (default: file name and size).
+
+        Returns
+        -------
+        The :class:`GeneKnowledge`.
         """
         info = _read_table(gene_info_path, sep="\t")
         info.columns = [c.lstrip("#") for c in info.columns]
-        _require(info, {"GeneID", "Symbol", "description"}, gene_info_path)
+        _require(info, ["GeneID", "Symbol", "description"], gene_info_path)
+        info = info.dropna(subset=["GeneID", "Symbol"])
+        # A few symbols name several GeneIDs; keep the nomenclature authority's gene.
+        authority = info.get("Symbol_from_nomenclature_authority", info["Symbol"])
+        info = info.assign(_official=authority != info["Symbol"])
+        info = info.sort_values("_official", kind="stable").drop_duplicates("Symbol")
         full = info.get("Full_name_from_nomenclature_authority", info["description"])
-        full = full.where(full != "-", info["description"])
-        names = dict(zip(info["Symbol"], full, strict=True))
-        kind = info.get("type_of_gene", pd.Series("gene", index=info.index))
-        texts = {s: f"{n}, a {t} gene." for s, n, t in zip(info["Symbol"], full, kind, strict=True)}
+        full = full.where(full.notna() & (full != "-"), info["description"])
+        kind = info.get("type_of_gene", pd.Series("", index=info.index)).fillna("")
+        texts = {
+            symbol: (f"{name}, a {gene_type} gene." if gene_type else f"{name}.")
+            for symbol, name, gene_type in zip(info["Symbol"], full, kind, strict=True)
+        }
         if summaries_path is not None:
-            summ = _read_table(summaries_path, sep="\t")
-            id_col = "GeneID" if "GeneID" in summ.columns else "entrez_id"
-            _require(summ, {id_col, "summary"}, summaries_path)
-            by_id = dict(zip(summ[id_col].astype(str), summ["summary"], strict=True))
-            for gid, sym in zip(info["GeneID"].astype(str), info["Symbol"], strict=True):
-                if isinstance(by_id.get(gid), str) and by_id[gid].strip():
-                    texts[sym] = by_id[gid]
+            summaries = _read_table(summaries_path, sep="\t")
+            id_col = "GeneID" if "GeneID" in summaries.columns else "entrez_id"
+            _require(summaries, [id_col, "summary"], summaries_path)
+            by_id = dict(zip(summaries[id_col].astype(str), summaries["summary"], strict=True))
+            for gene_id, symbol in zip(info["GeneID"].astype(str), info["Symbol"], strict=True):
+                summary = by_id.get(gene_id)
+                if isinstance(summary, str) and summary.strip():
+                    texts[symbol] = summary
         return cls(
             texts,
             source="ncbi",
-            version=_file_version(gene_info_path),
+            version=version or _file_version(gene_info_path),
             species=species,
-            names=names,
+            names=dict(zip(info["Symbol"], full, strict=True)),
         )
 
     @classmethod
     def from_genept_json(cls, path: str | os.PathLike, *, species: str = "human") -> GeneKnowledge:
-        """Read GenePT-style JSON: ``{symbol: description}``."""
+        """Read GenePT-style JSON: ``{symbol: description}``.
+
+        Parameters
+        ----------
+        path
+            The JSON file (plain or ``.gz``).
+        species
+            Species of the genes.
+
+        Returns
+        -------
+        The :class:`GeneKnowledge`.
+        """
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            raw = path.read_bytes()
+            data = json.loads(gzip.decompress(raw) if path.suffix == ".gz" else raw)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             msg = f"Could not read gene descriptions from {path}: {err}"
             raise KbfmInputError(msg) from err
-        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        if not isinstance(data, dict):
             msg = f"{path} must hold a JSON object mapping gene symbols to description strings."
+            raise KbfmInputError(msg)
+        bad = [k for k, v in data.items() if not isinstance(v, str)]
+        if bad:
+            msg = (
+                f"{path} must hold a JSON object mapping gene symbols to description "
+                f"strings; {len(bad)} values are not strings, e.g. for {bad[0]!r}."
+            )
             raise KbfmInputError(msg)
         return cls(data, source=f"genept:{path.name}", version=_file_version(path), species=species)
 
@@ -183,15 +286,31 @@ class GeneKnowledge:
     def from_table(
         cls,
         path: str | os.PathLike,
-        *,
         symbol_col: str = "symbol",
         text_col: str = "description",
         sep: str | None = None,
+        *,
         species: str = "human",
     ) -> GeneKnowledge:
-        """Read your own TSV/CSV with a symbol column and a description column."""
+        """Read your own table with a symbol column and a description column.
+
+        Parameters
+        ----------
+        path
+            TSV or CSV, plain or ``.gz``.
+        symbol_col, text_col
+            Column names.
+        sep
+            Field separator (default: ``","`` for ``.csv``, else tab).
+        species
+            Species of the genes.
+
+        Returns
+        -------
+        The :class:`GeneKnowledge`.
+        """
         table = _read_table(path, sep=sep)
-        _require(table, {symbol_col, text_col}, path)
+        _require(table, [symbol_col, text_col], path)
         table = table.dropna(subset=[symbol_col, text_col])
         return cls(
             dict(zip(table[symbol_col], table[text_col], strict=True)),
@@ -202,20 +321,48 @@ class GeneKnowledge:
 
     @classmethod
     def builtin(cls, species: str = "human") -> GeneKnowledge:
-        """Offline knowledge from kbfm's curated marker facts and Cell Ontology definitions."""
+        """Offline knowledge composed from kbfm's marker table and CL definitions.
+
+        Each curated marker gene gets a text like ``"CD3E is a marker gene of T cell
+        (CL:0000084). T cell: <CL definition>. Also marks <other cell types>."``, the
+        first cell type being the most general one it marks. Only marker genes are
+        covered (a few hundred), and the texts hold no gene function: a weak source,
+        meant for trying kbfm offline.
+
+        Parameters
+        ----------
+        species
+            ``"human"``, or ``"mouse"`` (markers translated by orthology).
+
+        Returns
+        -------
+        The :class:`GeneKnowledge`; its version joins the marker-table and CL versions.
+
+        Examples
+        --------
+        >>> GeneKnowledge.builtin().text("MS4A1").startswith("MS4A1: MS4A1 is a marker gene")
+        True
+        """
         from .cell_ontology import CellOntology
         from .markers import MARKER_TABLE_VERSION, marker_table
 
         onto = CellOntology.load()
         table = marker_table(species)
+        marks: dict[str, list[str]] = {}
+        for gene, cid in zip(table["gene"], table["cl_id"], strict=True):
+            ids = marks.setdefault(gene, [])
+            if cid not in ids:
+                ids.append(cid)
         texts = {}
-        for gene, rows in table.groupby("gene", sort=True):
-            ids = list(dict.fromkeys(rows["cl_id"]))
-            labels = [onto.term(i).label for i in ids]
-            first = onto.term(ids[0])
-            sentence = f"{gene} is a marker gene of {', '.join(labels)}."
-            definition = f" {first.label}: {first.definition}" if first.definition else ""
-            texts[gene] = sentence + definition
+        for gene, ids in marks.items():
+            terms = sorted((onto.term(i) for i in ids), key=lambda t: len(t.ancestors))
+            first, others = terms[0], terms[1:]
+            text = f"{gene} is a marker gene of {first.label} ({first.id})."
+            if first.definition:
+                text += f" {first.label}: {first.definition.strip().rstrip('.')}."
+            if others:
+                text += " Also marks " + ", ".join(f"{t.label} ({t.id})" for t in others) + "."
+            texts[gene] = text
         return cls(
             texts,
             source="builtin",
@@ -225,8 +372,7 @@ class GeneKnowledge:
 
 
 def _file_version(path: str | os.PathLike) -> str:
-    stat = Path(path).stat()
-    return f"{Path(path).name}:{stat.st_size}"
+    return f"{Path(path).name}:{Path(path).stat().st_size}"
 
 
 def _read_table(path: str | os.PathLike, *, sep: str | None) -> pd.DataFrame:
@@ -235,33 +381,48 @@ def _read_table(path: str | os.PathLike, *, sep: str | None) -> pd.DataFrame:
         msg = f"Gene knowledge file not found: {path}"
         raise KbfmInputError(msg)
     if sep is None:
-        stem = path.name.removesuffix(".gz")
-        sep = "," if stem.endswith(".csv") else "\t"
+        sep = "," if path.name.removesuffix(".gz").endswith(".csv") else "\t"
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as fh:
-        return pd.read_csv(fh, sep=sep, dtype=str)
+    try:
+        with opener(path, "rt") as fh:
+            return pd.read_csv(fh, sep=sep, dtype=str)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        msg = f"Could not read {path} as a table separated by {sep!r}: {err}"
+        raise KbfmInputError(msg) from err
 
 
-def _require(table: pd.DataFrame, columns: set[str], path) -> None:
-    missing = sorted(columns - set(table.columns))
+def _require(table: pd.DataFrame, columns: list[str], path: str | os.PathLike) -> None:
+    missing = sorted(set(columns) - set(table.columns))
     if missing:
         msg = f"{path} lacks column(s) {missing}; it has {list(table.columns)[:10]}."
         raise KbfmInputError(msg)
 
 
-def _ncbi_cached(species: str) -> GeneKnowledge:
-    folder = settings.cache_dir / "knowledge" / "ncbi" / species
+def ncbi_cache_dir(species: str = "human") -> Path:
+    """Return where :func:`~kbfm.knowledge.ncbi_download.download_ncbi` puts NCBI files."""
+    return settings.cache_dir / "knowledge" / "ncbi" / species
+
+
+def _ncbi_cached(species: str = "human") -> GeneKnowledge:
+    folder = ncbi_cache_dir(species)
     info = folder / "gene_info.gz"
-    if not info.exists():
+    if not info.is_file():
         msg = (
             f"NCBI gene knowledge for {species} is not downloaded (looked in {folder}). "
             f"Run `kbfm knowledge download ncbi --species {species}` once while online."
         )
         raise KbfmInputError(msg)
     summaries = folder / "summaries.tsv"
-    return GeneKnowledge.from_ncbi(info, summaries if summaries.exists() else None, species=species)
+    version = None
+    meta = folder / "download.json"
+    if meta.is_file():
+        version = f"NCBI gene, downloaded {json.loads(meta.read_text()).get('date', '?')}"
+    return GeneKnowledge.from_ncbi(
+        info, summaries if summaries.is_file() else None, species=species, version=version
+    )
 
 
+#: Named gene knowledge sources: ``name -> callable(species) -> GeneKnowledge``.
 GENE_KNOWLEDGE_SOURCES: dict[str, Callable[[str], GeneKnowledge]] = {
     "builtin": GeneKnowledge.builtin,
     "ncbi": _ncbi_cached,
@@ -269,38 +430,51 @@ GENE_KNOWLEDGE_SOURCES: dict[str, Callable[[str], GeneKnowledge]] = {
 
 
 def load_gene_knowledge(
-    source: str | os.PathLike | GeneKnowledge = "builtin", *, species: str = "human"
+    source: str | os.PathLike | GeneKnowledge = "builtin", species: str = "human"
 ) -> GeneKnowledge:
-    """Resolve a knowledge source name, path or object.
+    """Resolve a gene knowledge source given by name, path or object.
 
     Parameters
     ----------
     source
-        ``"builtin"``, ``"ncbi"``, a ``.json`` (GenePT) file, a ``.tsv``/``.csv`` (``.gz``)
-        file (RefSeq-style when it has ``symbol`` and ``summary`` columns, else
-        ``symbol`` + ``description``), or a :class:`GeneKnowledge`.
+        A name in :data:`GENE_KNOWLEDGE_SOURCES` (``"builtin"``; ``"ncbi"``, read from
+        the files ``kbfm knowledge download ncbi`` stores under
+        ``settings.cache_dir/knowledge/ncbi/<species>/``); a ``.json`` file (GenePT
+        style); a ``.tsv``/``.csv`` file, plain or ``.gz`` (RefSeq format when it has
+        ``symbol`` and ``summary`` columns, else ``symbol`` + ``description``); or a
+        :class:`GeneKnowledge`, returned as is.
     species
         ``"human"`` or ``"mouse"``.
 
     Returns
     -------
     The :class:`GeneKnowledge`.
+
+    Examples
+    --------
+    >>> load_gene_knowledge("builtin").source
+    'builtin'
     """
     if isinstance(source, GeneKnowledge):
         return source
-    key = str(source)
+    if species not in ("human", "mouse"):
+        msg = f"species must be 'human' or 'mouse', got {species!r}."
+        raise KbfmInputError(msg)
+    key = os.fspath(source)
     if key in GENE_KNOWLEDGE_SOURCES:
         return GENE_KNOWLEDGE_SOURCES[key](species)
     path = Path(key)
-    if path.suffix == ".json":
+    stem = path.name.removesuffix(".gz")
+    if stem.endswith(".json"):
         return GeneKnowledge.from_genept_json(path, species=species)
-    if path.name.removesuffix(".gz").endswith((".tsv", ".csv", ".txt")):
-        header = _read_table(path, sep=None).columns
-        if {"symbol", "summary"} <= set(header):
+    if stem.endswith((".tsv", ".csv", ".txt")):
+        header = set(_read_table(path, sep=None).columns)
+        if {"symbol", "summary"} <= header:
             return GeneKnowledge.from_refseq_tsv(path, species=species)
         return GeneKnowledge.from_table(path, species=species)
     msg = (
         f"Unknown gene knowledge source {key!r}; use one of {sorted(GENE_KNOWLEDGE_SOURCES)}, "
-        "a GenePT .json file, or a .tsv/.csv table."
+        "a GenePT-style .json file, or a .tsv/.csv table."
+        + closest_names(key, GENE_KNOWLEDGE_SOURCES)
     )
     raise KbfmInputError(msg)
