@@ -125,7 +125,8 @@ def _best_orthologs(direction: str) -> dict[str, tuple[str, str]]:
 
     BioMart pairs rank by homology type (one-to-one first), then orthology confidence,
     then gene-order conservation. For symbols without any BioMart ortholog, the HCOP pair
-    backed by the most databases is used (type ``"hcop"``).
+    backed by the most databases is used (type ``"hcop"``; HCOP combines the ortholog
+    calls of about a dozen databases).
     """
     other = "Mouse" if direction == "human_to_mouse" else "Human"
     bm = _biomart(direction).dropna(subset=["Gene name", f"{other} gene name"])

@@ -87,7 +87,8 @@ def marker_sets(
     species
         ``"human"`` or ``"mouse"`` (see :func:`marker_table`).
     cell_types
-        Ids, labels or synonyms; default: every curated cell type. A requested type
+        Ids, labels or synonyms (one string is read as a list of one); default: every
+        curated cell type. A requested type
         without markers of its own gets the union of the markers of its curated
         descendants, in table order (e.g. ``"leukocyte"`` or ``"lymphocyte"``). A type
         with neither maps to an empty list, and a warning is logged.
