@@ -183,6 +183,7 @@ def test_aliases_from_ncbi_gene_info():
 
 
 def test_download_ncbi_from_a_local_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(kbfm.settings, "offline", False)  # "online", with a local server
     root = tmp_path / "www"
     info_dir = root / "gene/DATA/GENE_INFO/Mammalia"
     info_dir.mkdir(parents=True)
