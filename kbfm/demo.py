@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
+from ._atomic import atomic_write_text
 from ._version import __version__
 
 log = logging.getLogger("kbfm")
@@ -17,10 +17,7 @@ DEMO_CANDIDATES = "hematopoietic cell"
 
 
 def _write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _table(metrics: dict) -> str:

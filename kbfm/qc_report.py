@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from anndata import AnnData
 
+from ._atomic import atomic_write
 from ._errors import KbfmInputError
 
 
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)`` then move the result onto ``path`` (never half-written)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, write)
 
 
 def _save_figure(fig, path: Path) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from anndata import AnnData
 
+from .._atomic import atomic_write_text
 from .._errors import KbfmInputError, KbfmUnavailableError
 from ..encoders.llm import LLM, ChatResult, estimate_tokens, get_llm
 from ..prompts import load_prompt
@@ -86,18 +86,11 @@ class Transcript:
     def save(self, folder: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``transcript.json`` and ``transcript.md`` atomically into ``folder``."""
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, text in (
-            ("transcript.json", json.dumps(asdict(self), indent=2)),
-            ("transcript.md", self.to_markdown()),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}-")
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, folder / name)
-            written.append(folder / name)
-        return written[0], written[1]
+        json_path = atomic_write_text(
+            folder / "transcript.json", json.dumps(asdict(self), indent=2)
+        )
+        md_path = atomic_write_text(folder / "transcript.md", self.to_markdown())
+        return json_path, md_path
 
 
 def _calls_from_text(text: str) -> list[dict]:

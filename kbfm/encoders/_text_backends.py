@@ -8,11 +8,6 @@ Every backend exposes the same small surface (:class:`TextEncoder`): ``model_id`
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import KbfmInputError, KbfmUnavailableError
+from .._http import post_json
 from .._settings import settings
 
 
@@ -247,38 +243,15 @@ class OpenAIEmbeddingsEncoder(TextEncoder):
         return int(self._request(["dimension probe"]).shape[1])
 
     def _request(self, texts: list[str]) -> np.ndarray:
-        if settings.offline and not self.base_url.startswith(("http://127.", "http://localhost")):
-            msg = f"kbfm is in offline mode; not calling {self.url}."
-            raise KbfmUnavailableError(msg)
-        body = json.dumps({"model": self.model, "input": texts}).encode()
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    payload = json.loads(resp.read())
-                break
-            except urllib.error.HTTPError as err:
-                last_error = f"HTTP {err.code}"
-                if err.code not in (408, 409, 429, 500, 502, 503, 504):
-                    msg = f"Embeddings endpoint {self.url} refused the request: {last_error}."
-                    raise KbfmUnavailableError(msg) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                last_error = type(err).__name__ + ": " + str(getattr(err, "reason", err))
-            except json.JSONDecodeError:
-                last_error = "response is not JSON"
-            if attempt < self.max_retries:
-                time.sleep(self.backoff * 2**attempt)
-        else:
-            msg = (
-                f"Could not reach embeddings endpoint {self.url} after "
-                f"{self.max_retries + 1} attempts ({last_error})."
-            )
-            raise KbfmUnavailableError(msg)
+        payload = post_json(
+            self.url,
+            {"model": self.model, "input": texts},
+            api_key_env=self.api_key_env,
+            what="Embeddings endpoint",
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+        )
         try:
             rows = sorted(payload["data"], key=lambda d: d["index"])
             vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)

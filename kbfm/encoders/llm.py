@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from .._errors import KbfmInputError, KbfmUnavailableError, closest_names
+from .._http import post_json
 from .._settings import settings
 
 DEFAULT_LLM = "smollm2"
@@ -188,10 +185,6 @@ class OpenAIChatLLM(LLM):
         return f"{self.base_url}/chat/completions"
 
     def chat(self, messages, *, tools=None, max_tokens=256) -> ChatResult:
-        local = self.base_url.startswith(("http://127.", "http://localhost"))
-        if settings.offline and not local:
-            msg = f"kbfm is in offline mode; not calling {self.url}."
-            raise KbfmUnavailableError(msg)
         body: dict = {
             "model": self.model,
             "messages": messages,
@@ -200,33 +193,15 @@ class OpenAIChatLLM(LLM):
         }
         if tools:
             body["tools"] = tools
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        data = json.dumps(body).encode()
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    payload = json.loads(resp.read())
-                break
-            except urllib.error.HTTPError as err:
-                last = f"HTTP {err.code}"
-                if err.code not in (408, 409, 429, 500, 502, 503, 504):
-                    msg = f"Chat endpoint {self.url} refused the request: {last}."
-                    raise KbfmUnavailableError(msg) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            except json.JSONDecodeError:
-                last = "response is not JSON"
-            if attempt < self.max_retries:
-                time.sleep(self.backoff * 2**attempt)
-        else:
-            tries = self.max_retries + 1
-            msg = f"Could not reach chat endpoint {self.url} after {tries} attempts ({last})."
-            raise KbfmUnavailableError(msg)
+        payload = post_json(
+            self.url,
+            body,
+            api_key_env=self.api_key_env,
+            what="Chat endpoint",
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            backoff=self.backoff,
+        )
         try:
             message = payload["choices"][0]["message"]
         except (KeyError, IndexError, TypeError):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import anndata as ad
 from anndata import AnnData
 
+from .._atomic import atomic_write
 from .._errors import KbfmInputError
 
 
@@ -49,14 +49,4 @@ def write_h5ad(adata: AnnData, path: str | os.PathLike) -> Path:
     -------
     The destination path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".h5ad")
-    os.close(fd)
-    try:
-        adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, adata.write_h5ad)

@@ -13,13 +13,13 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from .._atomic import atomic_write_bytes
 from .._errors import KbfmInputError, KbfmUnavailableError
 from .._settings import settings
 
@@ -49,15 +49,8 @@ def _fetch(url: str, *, shown: str, timeout: float) -> bytes:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` next to ``path``, then rename it into place."""
+    atomic_write_bytes(path, data)
 
 
 def _protein_coding_ids(gene_info_gz: bytes, source: str) -> list[str]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._atomic import atomic_write
 from .._errors import KbfmInputError
 
 
@@ -85,14 +84,10 @@ def embedding_panels(
         ax.set_yticks([])
     fig.tight_layout()
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fig-", suffix=".png")
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-            os.replace(tmp, path)
+            atomic_write(
+                path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+            )
         finally:
-            Path(tmp).unlink(missing_ok=True)
             plt.close(fig)
     return fig

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._atomic import atomic_write_text
 from .._errors import KbfmInputError
 from .._settings import settings
 from ..encoders.llm import LLM, DryRunLLM, estimate_tokens, get_llm
@@ -122,11 +121,7 @@ def _cached_chat(llm: LLM, messages: list[dict], *, cache: bool) -> str:
             path.unlink(missing_ok=True)
     content = llm.chat(messages, max_tokens=512).content
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"model_id": llm.model_id, "content": content}, fh)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps({"model_id": llm.model_id, "content": content}))
     return content
 
 

@@ -1,0 +1,81 @@
+"""JSON POST with retries for OpenAI-compatible endpoints; keys come from the environment only."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+from ._errors import KbfmUnavailableError
+from ._settings import settings
+
+RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
+
+
+def is_local(url: str) -> bool:
+    """True for loopback URLs (allowed in offline mode: a server on this machine)."""
+    return url.startswith(("http://127.", "http://localhost", "http://[::1]"))
+
+
+def post_json(
+    url: str,
+    body: dict,
+    *,
+    api_key_env: str,
+    what: str,
+    timeout: float,
+    max_retries: int,
+    backoff: float,
+) -> dict:
+    """POST ``body`` as JSON and return the decoded answer, retrying transient failures.
+
+    Retries HTTP 408/409/429/5xx, time-outs, refused connections and non-JSON answers
+    with exponential back-off. The bearer key is read from ``$api_key_env`` at call time;
+    error messages name the URL, never the key.
+
+    Parameters
+    ----------
+    url
+        Endpoint URL.
+    body
+        JSON-serialisable request.
+    api_key_env
+        Environment variable holding the key (may be unset for local servers).
+    what
+        Name used in error messages, e.g. ``"Chat endpoint"``.
+    timeout, max_retries, backoff
+        Seconds per attempt, extra attempts, and the first back-off in seconds.
+
+    Returns
+    -------
+    The decoded JSON answer.
+    """
+    if settings.offline and not is_local(url):
+        msg = f"kbfm is in offline mode; not calling {url}."
+        raise KbfmUnavailableError(msg)
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    key = os.environ.get(api_key_env)
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    last = ""
+    for attempt in range(max_retries + 1):
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            last = f"HTTP {err.code}"
+            if err.code not in RETRY_STATUS:
+                msg = f"{what} {url} refused the request: {last}."
+                raise KbfmUnavailableError(msg) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+            last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
+        except json.JSONDecodeError:
+            last = "response is not JSON"
+        if attempt < max_retries:
+            time.sleep(backoff * 2**attempt)
+    msg = f"Could not reach {what.lower()} {url} after {max_retries + 1} attempts ({last})."
+    raise KbfmUnavailableError(msg)
