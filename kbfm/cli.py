@@ -243,7 +243,7 @@ def embed_cells_cmd(
 def annotate(
     path: InPath,
     out: OutOpt = None,
-    method: Annotated[str, typer.Option(help="zero_shot or marker_score.")] = "zero_shot",
+    method: Annotated[str, typer.Option(help="zero_shot, marker_score or llm.")] = "zero_shot",
     candidates: Annotated[
         str | None,
         typer.Option(help="Ontology root (e.g. leukocyte) or comma-separated cell types."),
@@ -254,11 +254,31 @@ def annotate(
     source: SourceOpt = "builtin",
     encoder: EncoderOpt = "minilm",
     species: SpeciesOpt = "human",
+    llm: Annotated[
+        str, typer.Option(help="For --method llm: smollm2, hf:<id>, openai:<model>, dry-run.")
+    ] = "smollm2",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    tissue: Annotated[str, typer.Option(help="Tissue named in the LLM prompt.")] = "unknown tissue",
+    constrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--constrained/--free-text",
+            help="LLM: score candidates by log-likelihood, or answer in free text.",
+        ),
+    ] = None,
 ) -> None:
     """Annotate cells with Cell Ontology types into obs['kbfm_celltype']."""
     from . import tl
 
     cands = candidates.split(",") if candidates and "," in candidates else candidates
+    llm_kwargs = {}
+    if method == "llm":
+        llm_kwargs = {
+            "llm": llm,
+            "llm_options": {"base_url": base_url} if base_url else None,
+            "tissue": tissue,
+            "constrained": constrained,
+        }
     _roundtrip(
         path,
         out,
@@ -272,6 +292,7 @@ def annotate(
             source=source,
             encoder=encoder,
             species=species,
+            **llm_kwargs,
         ),
     )
 

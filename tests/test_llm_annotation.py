@@ -119,3 +119,35 @@ def test_offline_smollm2_constrained_annotation(pbmc):
     assert labels <= {"B cell", "T cell", "monocyte"}
     assert small.uns["kbfm"]["annotate"]["constrained"] is True
     assert np.isfinite(small.obs["kbfm_celltype_score"]).all()
+
+
+def test_cli_llm_annotation_against_loopback_server(pbmc, tmp_path):
+    from typer.testing import CliRunner
+
+    from kbfm.cli import app
+
+    path = tmp_path / "pbmc.h5ad"
+    pbmc.write_h5ad(path)
+    clusters = sorted(pbmc.obs["cluster"].unique(), key=int)
+    with ChatServer([text_reply("\n".join(f"{c}: monocytes" for c in clusters))]) as server:
+        result = CliRunner().invoke(
+            app,
+            [
+                "annotate",
+                str(path),
+                "--method",
+                "llm",
+                "--groupby",
+                "cluster",
+                "--llm",
+                "openai:cli",
+                "--base-url",
+                server.base_url,
+                "--tissue",
+                "blood",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    done = kbfm.io.read_h5ad(path)
+    assert set(done.obs["kbfm_celltype"].astype(str)) == {"monocyte"}
+    assert "human blood" in server.requests[0]["messages"][0]["content"]
