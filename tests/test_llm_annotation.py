@@ -151,3 +151,38 @@ def test_cli_llm_annotation_against_loopback_server(pbmc, tmp_path):
     done = kbfm.io.read_h5ad(path)
     assert set(done.obs["kbfm_celltype"].astype(str)) == {"monocyte"}
     assert "human blood" in server.requests[0]["messages"][0]["content"]
+
+
+def test_llm_gene_descriptions_feed_the_knowledge_cache():
+    from kbfm.knowledge import generate_gene_descriptions
+
+    replies = [
+        text_reply("CD3E encodes the CD3 epsilon chain of the T cell receptor."),
+        text_reply("unknown"),
+    ]
+    with ChatServer(replies) as server:
+        opts = {"base_url": server.base_url}
+        gk = generate_gene_descriptions(["CD3E", "FAKE1"], llm="openai:genes", llm_options=opts)
+        again = generate_gene_descriptions(["CD3E", "FAKE1"], llm="openai:genes", llm_options=opts)
+    assert "CD3E" in gk and "FAKE1" not in gk  # "unknown" answers are dropped
+    assert gk.source.startswith("llm:") and gk.version == "gene_description.v1"
+    assert again.get("CD3E") == gk.get("CD3E") and len(server.requests) == 2  # second call cached
+
+
+def test_describe_regions_prompts_and_answers(pbmc):
+    answers = [text_reply(f"Region {i}: immune niche.") for i in range(20)]
+    with ChatServer(answers) as server:
+        out = kbfm.tl.describe_regions(
+            pbmc,
+            groupby="cluster",
+            composition_key="cell_type",
+            tissue="blood",
+            llm="openai:regions",
+            llm_options={"base_url": server.base_url},
+        )
+    assert set(out) == set(pbmc.obs["cluster"].unique())
+    assert pbmc.uns["kbfm_region_descriptions"] == out
+    prompt = server.requests[0]["messages"][0]["content"]
+    assert "over-expresses these genes" in prompt and "%" in prompt
+    dry = kbfm.tl.describe_regions(pbmc, groupby="cluster", llm="dry-run")
+    assert all("Spatial domain" in p for p in dry.values())

@@ -17,6 +17,7 @@ from .gene_symbols import (
     mouse_to_human,
     normalize_symbols,
 )
+from .llm_descriptions import generate_gene_descriptions
 from .markers import MARKER_TABLE_VERSION, load_marker_file, marker_sets, marker_table
 from .ncbi_download import download_ncbi
 
@@ -32,6 +33,7 @@ __all__ = [
     "available_versions",
     "download_ncbi",
     "ensembl_to_symbol",
+    "generate_gene_descriptions",
     "human_to_mouse",
     "load_gene_knowledge",
     "load_marker_file",

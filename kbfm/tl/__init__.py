@@ -3,6 +3,7 @@
 from .annotate import annotate
 from .combine_embeddings import combine_embeddings
 from .deconvolve import deconvolve
+from .describe_regions import describe_regions
 from .embed_cells import embed_cells, genept_w_stream
 from .embed_genes import embed_genes
 from .embed_image import embed_image
@@ -15,6 +16,7 @@ __all__ = [
     "annotate",
     "combine_embeddings",
     "deconvolve",
+    "describe_regions",
     "embed_cells",
     "embed_genes",
     "embed_image",

@@ -111,7 +111,8 @@ def _cache_path(model_id: str, prompt: str) -> Path:
     return settings.cache_dir / "llm" / key[:2] / f"{key}.json"
 
 
-def _cached_chat(llm: LLM, messages: list[dict], *, cache: bool) -> str:
+def cached_chat(llm: LLM, messages: list[dict], *, cache: bool) -> str:
+    """Answer ``messages`` through an on-disk cache keyed by (model id, prompt)."""
     prompt = json.dumps(messages, sort_keys=True)
     path = _cache_path(llm.model_id, prompt)
     if cache and path.exists():
@@ -175,7 +176,7 @@ def llm_cluster_answers(
         )
         return {g: "" for g in groups}, {g: 0.0 for g in groups}, info
     with ThreadPoolExecutor(max_workers=max_workers) as pool:
-        texts = list(pool.map(lambda b: _cached_chat(llm, messages_for(b), cache=cache), batches))
+        texts = list(pool.map(lambda b: cached_chat(llm, messages_for(b), cache=cache), batches))
     answers: dict[str, str] = {}
     for batch, text in zip(batches, texts, strict=True):
         answers.update(parse_answer_lines(text, batch))
