@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 from ._settings import settings
 from ._version import __version__
 
-_SUBMODULES = ("agent", "datasets", "encoders", "io", "knowledge", "pl", "pp", "tl")
+_SUBMODULES = ("agent", "datasets", "encoders", "io", "knowledge", "models", "pl", "pp", "tl")
 
 if TYPE_CHECKING:
-    from . import agent, datasets, encoders, io, knowledge, pl, pp, tl  # noqa: F401
+    from . import agent, datasets, encoders, io, knowledge, models, pl, pp, tl  # noqa: F401
 
 __all__ = ["__version__", "settings", *_SUBMODULES]
 

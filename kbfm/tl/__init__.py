@@ -4,10 +4,12 @@ from .annotate import annotate
 from .combine_embeddings import combine_embeddings
 from .deconvolve import deconvolve
 from .describe_regions import describe_regions
+from .domains import domains, evaluate_domains
 from .embed_cells import embed_cells, genept_w_stream
 from .embed_genes import embed_genes
 from .embed_image import embed_image
 from .evaluate import evaluate_annotation
+from .impute import impute
 from .predict_expression import ExpressionPredictor, fit_expression_predictor, predict_expression
 from .query import query
 
@@ -17,12 +19,15 @@ __all__ = [
     "combine_embeddings",
     "deconvolve",
     "describe_regions",
+    "domains",
     "embed_cells",
     "embed_genes",
     "embed_image",
     "evaluate_annotation",
+    "evaluate_domains",
     "fit_expression_predictor",
     "genept_w_stream",
+    "impute",
     "predict_expression",
     "query",
 ]

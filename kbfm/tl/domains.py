@@ -1,0 +1,124 @@
+"""``kbfm.tl.domains``: spatial domains / niches from a representation; ARI and NMI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._errors import KbfmInputError
+from .._provenance import record_step
+
+DOMAIN_KEY = "kbfm_domain"
+
+
+def smooth_labels(labels: np.ndarray, coords: np.ndarray, n_neighbors: int = 6) -> np.ndarray:
+    """Replace each label by the majority among the spot and its spatial neighbours."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=min(n_neighbors + 1, len(coords))).fit(coords)
+    idx = nn.kneighbors(coords, return_distance=False)
+    codes, uniques = pd.factorize(pd.Series(labels))
+    votes = codes[idx]
+    out = np.array([np.bincount(row, minlength=len(uniques)).argmax() for row in votes])
+    return np.asarray(uniques)[out]
+
+
+def domains(
+    adata: AnnData,
+    *,
+    n_domains: int,
+    use_rep: str = "X_kbfm",
+    method: str = "gmm",
+    smooth: bool = False,
+    n_neighbors: int = 6,
+    seed: int = 0,
+    key_added: str = DOMAIN_KEY,
+    copy: bool = False,
+) -> AnnData | None:
+    """Cluster spots into ``n_domains`` spatial domains.
+
+    Parameters
+    ----------
+    adata
+        Data with ``obsm[use_rep]``.
+    n_domains
+        Number of domains (for benchmarks: the number of annotated layers, fixed).
+    use_rep
+        Representation, e.g. ``"X_kbfm"``, ``"X_pca"`` or ``"X_genetext"``.
+    method
+        ``"gmm"`` (Gaussian mixture, full covariance) or ``"kmeans"``.
+    smooth
+        Majority vote of each spot's label with its ``n_neighbors`` spatial neighbours.
+    n_neighbors
+        Neighbours for smoothing.
+    seed
+        Random seed.
+    key_added
+        ``obs`` column written.
+    copy
+        Return a modified copy.
+
+    Returns
+    -------
+    ``None`` or the copy; writes ``obs[key_added]`` (categorical).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+
+    if use_rep not in adata.obsm:
+        msg = f"obsm[{use_rep!r}] not found; available: {list(adata.obsm)}."
+        raise KbfmInputError(msg)
+    if not 2 <= n_domains < adata.n_obs:
+        msg = f"n_domains must be between 2 and the number of spots, got {n_domains}."
+        raise KbfmInputError(msg)
+    if smooth and "spatial" not in adata.obsm:
+        msg = "smooth=True needs obsm['spatial']."
+        raise KbfmInputError(msg)
+    rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    if not np.isfinite(rep).all():
+        msg = f"obsm[{use_rep!r}] holds NaN or infinite values."
+        raise KbfmInputError(msg)
+    if method == "gmm":
+        labels = GaussianMixture(
+            n_domains, covariance_type="full", random_state=seed, reg_covar=1e-4
+        ).fit_predict(rep)
+    elif method == "kmeans":
+        labels = KMeans(n_domains, n_init=10, random_state=seed).fit_predict(rep)
+    else:
+        msg = f"Unknown method {method!r}; choose 'gmm' or 'kmeans'."
+        raise KbfmInputError(msg)
+    labels = labels.astype(str)
+    if smooth:
+        labels = smooth_labels(labels, np.asarray(adata.obsm["spatial"], float), n_neighbors)
+    adata = adata.copy() if copy else adata
+    adata.obs[key_added] = pd.Categorical(labels)
+    record_step(
+        adata,
+        "domains",
+        n_domains=n_domains,
+        use_rep=use_rep,
+        method=method,
+        smooth=smooth,
+        seed=seed,
+        key_added=key_added,
+    )
+    return adata if copy else None
+
+
+def evaluate_domains(adata: AnnData, label_key: str, *, key: str = DOMAIN_KEY) -> dict[str, float]:
+    """ARI and NMI of ``obs[key]`` against ``obs[label_key]`` (spots without a label dropped)."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    for k in (label_key, key):
+        if k not in adata.obs:
+            msg = f"obs[{k!r}] not found."
+            raise KbfmInputError(msg)
+    keep = adata.obs[label_key].notna().to_numpy()
+    truth = adata.obs[label_key].to_numpy()[keep].astype(str)
+    pred = adata.obs[key].to_numpy()[keep].astype(str)
+    return {
+        "ari": float(adjusted_rand_score(truth, pred)),
+        "nmi": float(normalized_mutual_info_score(truth, pred)),
+        "n": int(keep.sum()),
+    }

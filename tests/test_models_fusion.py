@@ -1,0 +1,122 @@
+"""FusionModel, domains and imputation on generated spatial data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kbfm
+from kbfm._errors import KbfmInputError
+from kbfm.models import FusionModel
+
+EPOCHS = 40
+
+
+@pytest.fixture
+def spatial():
+    genes = list(kbfm.knowledge.marker_table()["gene"].drop_duplicates()[:120])
+    return kbfm.datasets.synthetic_spatial(n_side=16, n_genes=120, gene_names=genes, seed=1)
+
+
+def trained(adata, **kw):
+    model = FusionModel.setup(adata, preset="tiny", n_top_genes=80, **kw)
+    return model.train(max_epochs=EPOCHS, patience=EPOCHS)
+
+
+def test_same_seed_same_embedding(spatial):
+    a = trained(spatial, seed=3).get_latent_representation()
+    b = trained(spatial, seed=3).get_latent_representation()
+    c = trained(spatial, seed=4).get_latent_representation()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_domains_recover_the_bands(spatial):
+    model = trained(spatial)
+    model.to_adata()
+    kbfm.tl.domains(spatial, n_domains=4, smooth=True)
+    assert kbfm.tl.evaluate_domains(spatial, "domain")["ari"] > 0.9
+    assert spatial.uns["kbfm"]["fusion_model"]["preset"] == "tiny"
+
+
+def test_save_load_roundtrip_and_gene_alignment(spatial, tmp_path, caplog):
+    model = trained(spatial)
+    model.save(tmp_path / "m")
+    assert {p.name for p in (tmp_path / "m").iterdir()} == {"config.json", "model.safetensors"}
+    again = FusionModel.load(tmp_path / "m", spatial)
+    np.testing.assert_allclose(
+        again.get_latent_representation(), model.get_latent_representation(), atol=1e-6
+    )
+    dropped = model.config.genes[:5]
+    fewer = spatial[:, [g for g in spatial.var_names if g not in dropped]].copy()
+    with caplog.at_level("WARNING", logger="kbfm"):
+        partial = FusionModel.load(tmp_path / "m", fewer)
+    assert partial.missing_genes == dropped and "5 of the model's" in caplog.text
+
+
+def test_loading_bad_folders_is_refused(spatial, tmp_path):
+    with pytest.raises(KbfmInputError, match="not a saved FusionModel"):
+        FusionModel.load(tmp_path, spatial)
+    model = trained(spatial)
+    model.save(tmp_path / "m")
+    big = FusionModel.setup(spatial, preset="base", n_top_genes=80).train(max_epochs=1)
+    big.save(tmp_path / "big")
+    (tmp_path / "m" / "model.safetensors").write_bytes(
+        (tmp_path / "big" / "model.safetensors").read_bytes()
+    )
+    with pytest.raises(KbfmInputError, match="do not fit the saved config"):
+        FusionModel.load(tmp_path / "m", spatial)
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected_terms"),
+    [
+        ({"w_neighbour": 0.0, "w_contrastive": 0.0}, {"reconstruction"}),
+        ({"w_neighbour": 1.0, "w_contrastive": 0.0}, {"reconstruction", "neighbour"}),
+        ({"w_neighbour": 0.0, "w_contrastive": 1.0}, {"reconstruction", "contrastive"}),
+        (
+            {"w_neighbour": 1.0, "w_contrastive": 1.0, "w_reconstruction": 0.0},
+            {"reconstruction", "neighbour", "contrastive"},
+        ),
+    ],
+)
+def test_objective_switches(spatial, weights, expected_terms):
+    rng = np.random.default_rng(0)
+    spatial.obsm["X_image"] = rng.normal(size=(spatial.n_obs, 10)).astype(np.float32)
+    model = trained(spatial, **weights)
+    last = model.history[-1]
+    assert {
+        k for k in ("reconstruction", "neighbour", "contrastive") if k in last
+    } == expected_terms
+    assert np.isfinite(model.get_latent_representation()).all()
+
+
+def test_bad_inputs(spatial):
+    no_space = spatial.copy()
+    del no_space.obsm["spatial"]
+    with pytest.raises(KbfmInputError, match="needs obsm\\['spatial'\\]"):
+        FusionModel.setup(no_space, preset="tiny")
+    FusionModel.setup(no_space, preset="tiny", w_neighbour=0.0)  # fine without the objective
+    with pytest.raises(KbfmInputError, match="at least 20 spots"):
+        FusionModel.setup(spatial[:10].copy(), preset="tiny")
+    bad = spatial.copy()
+    bad.obsm["X_image"] = np.full((bad.n_obs, 4), np.nan, dtype=np.float32)
+    with pytest.raises(KbfmInputError, match="NaN"):
+        FusionModel.setup(bad, preset="tiny")
+    with pytest.raises(KbfmInputError, match="Unknown preset"):
+        FusionModel.setup(spatial, preset="huge")
+
+
+def test_impute_measured_and_knowledge_only_genes(spatial):
+    panel_gene = "CD3E" if "CD3E" in spatial.var_names else spatial.var_names[0]
+    outside = [
+        g for g in kbfm.knowledge.marker_table()["gene"].unique() if g not in spatial.var_names
+    ][:2]
+    model = trained(spatial)
+    kbfm.tl.impute(spatial, model, genes=[panel_gene, *outside])
+    table = spatial.obsm["kbfm_imputed"]
+    assert list(table.columns) == [panel_gene, *outside] and np.isfinite(table.to_numpy()).all()
+    record = spatial.uns["kbfm"]["impute"]
+    assert record["predicted_from_knowledge"] == outside
+    with pytest.raises(KbfmInputError, match="NOT_A_GENE_XYZ"):
+        kbfm.tl.impute(spatial, model, genes=["NOT_A_GENE_XYZ"])
