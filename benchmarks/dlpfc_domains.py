@@ -131,7 +131,8 @@ def main() -> None:
             else "— | — | —"
         )
         lines.append(
-            f"| {label} | {r['median_ari']:.3f} | {min(r['aris']):.3f}-{max(r['aris']):.3f} | {extra} |"
+            f"| {label} | {r['median_ari']:.3f} | "
+            f"{min(r['aris']):.3f}-{max(r['aris']):.3f} | {extra} |"
         )
     (RESULTS / "dlpfc_domains.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
