@@ -121,7 +121,8 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "dlpfc_domains.json").write_text(json.dumps(result, indent=2))
     lines = [
-        "| representation | median ARI (5 seeds) | min-max | train s (median) | params | peak RSS GiB |",
+        "| representation | median ARI (5 seeds) | min-max | train s (median) | params "
+        "| peak RSS GiB |",
         "|---|---|---|---|---|---|",
     ]
     for label, r in rows.items():
