@@ -349,6 +349,69 @@ def ask(
     _run(go)
 
 
+@app.command()
+def train(
+    path: InPath,
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="Where to save the model.")],
+    out: OutOpt = None,
+    preset: Annotated[str, typer.Option(help="tiny, base or large.")] = "base",
+    source: SourceOpt = "builtin",
+    max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs.")] = 300,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a FusionModel; writes obsm['X_kbfm'] and saves the model."""
+    from .models import FusionModel
+
+    def step(adata):
+        model = FusionModel.setup(adata, preset=preset, knowledge_source=source, seed=seed)
+        model.train(max_epochs=max_epochs)
+        model.to_adata()
+        model.save(model_dir)
+        typer.echo(f"trained {preset} ({model.n_parameters():,} parameters); saved to {model_dir}")
+
+    _roundtrip(path, out, step)
+
+
+@app.command()
+def domains(
+    path: InPath,
+    n_domains: Annotated[int, typer.Option(help="Number of domains.")],
+    out: OutOpt = None,
+    use_rep: Annotated[str, typer.Option(help="obsm representation.")] = "X_kbfm",
+    smooth: Annotated[bool, typer.Option(help="Spatial majority smoothing.")] = False,
+    label_key: Annotated[str | None, typer.Option(help="obs labels to score ARI/NMI.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Cluster spots into spatial domains (obs['kbfm_domain'])."""
+    from . import tl
+
+    def step(adata):
+        tl.domains(adata, n_domains=n_domains, use_rep=use_rep, smooth=smooth, seed=seed)
+        if label_key:
+            scores = tl.evaluate_domains(adata, label_key)
+            typer.echo(f"ARI {scores['ari']:.3f}  NMI {scores['nmi']:.3f}  ({scores['n']} spots)")
+
+    _roundtrip(path, out, step)
+
+
+@app.command()
+def impute(
+    path: InPath,
+    model_dir: Annotated[Path, typer.Option("--model-dir", help="A saved FusionModel.")],
+    genes: Annotated[str, typer.Option(help="Comma-separated genes to predict.")],
+    out: OutOpt = None,
+) -> None:
+    """Predict genes (measured or only described) into obsm['kbfm_imputed']."""
+    from . import tl
+    from .models import FusionModel
+
+    def step(adata):
+        model = FusionModel.load(model_dir, adata)
+        tl.impute(adata, model, genes=[g.strip() for g in genes.split(",") if g.strip()])
+
+    _roundtrip(path, out, step)
+
+
 @knowledge_app.command("download")
 def knowledge_download(
     source: Annotated[str, typer.Argument(help="Only 'ncbi' for now.")],

@@ -120,3 +120,39 @@ def test_impute_measured_and_knowledge_only_genes(spatial):
     assert record["predicted_from_knowledge"] == outside
     with pytest.raises(KbfmInputError, match="NOT_A_GENE_XYZ"):
         kbfm.tl.impute(spatial, model, genes=["NOT_A_GENE_XYZ"])
+
+
+def test_cli_train_domains_impute(spatial, tmp_path):
+    from typer.testing import CliRunner
+
+    from kbfm.cli import app
+
+    path = tmp_path / "spots.h5ad"
+    spatial.write_h5ad(path)
+    runner = CliRunner()
+    steps = [
+        [
+            "train",
+            str(path),
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--preset",
+            "tiny",
+            "--max-epochs",
+            "30",
+        ],
+        ["domains", str(path), "--n-domains", "4", "--smooth", "--label-key", "domain"],
+        [
+            "impute",
+            str(path),
+            "--model-dir",
+            str(tmp_path / "model"),
+            "--genes",
+            spatial.var_names[0],
+        ],
+    ]
+    for args in steps:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    done = kbfm.io.read_h5ad(path)
+    assert {"X_kbfm", "kbfm_imputed"} <= set(done.obsm) and "kbfm_domain" in done.obs
