@@ -19,6 +19,7 @@ def test_demo_writes_results(tmp_path):
         "umap_truth_vs_prediction.png",
         "genetext_umap.png",
         "query.png",
+        "spatial_domains.png",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "metrics.json").read_text())
@@ -29,3 +30,4 @@ def test_demo_writes_results(tmp_path):
     # both are far better than chance over ~20 candidate types
     assert saved["zero_shot"]["accuracy"] > 0.2
     assert saved["baseline_marker_score"]["accuracy"] > 0.2
+    assert saved["spatial_domains"]["ari"] > 0.8  # generated layers are recovered
