@@ -122,6 +122,27 @@ def info(
                 "description": spec.description,
             }
         )
+    from .encoders.llm import DEFAULT_LLM, LLM_SPECS, smollm2_folder
+
+    for name, description in LLM_SPECS.items():
+        offline = True
+        if name == "smollm2":
+            try:
+                smollm2_folder()
+            except Exception:
+                offline = False
+        rows.append(
+            {
+                "registry": "llm",
+                "name": name,
+                "default": name == DEFAULT_LLM,
+                "dim": 0,
+                "backend": "transformers (GGUF)" if name == "smollm2" else "none",
+                "offline": offline,
+                "license": "Apache-2.0" if name == "smollm2" else "",
+                "description": description,
+            }
+        )
     sources = [
         {
             "name": "builtin",
@@ -144,6 +165,7 @@ def info(
             "version": __version__,
             "text_encoders": [r for r in rows if r["registry"] == "text"],
             "image_encoders": [r for r in rows if r["registry"] == "image"],
+            "llms": [r for r in rows if r["registry"] == "llm"],
             "gene_knowledge": sources,
         }
         typer.echo(json.dumps(payload, indent=2))
@@ -163,8 +185,14 @@ def info(
             "Also accepted: timm:<name>, hf-hub:<id>, or weights=<local file>; gated "
             "models read HF_TOKEN from the environment.",
         ),
+        (
+            "llm",
+            "Also accepted: hf:<hub id or path>, openai:<model> with --base-url / base_url= "
+            "(vLLM, llama.cpp, Ollama, hosted APIs).",
+        ),
     ):
-        table = Table(title=f"kbfm {__version__}: {registry} encoders")
+        title = "LLMs" if registry == "llm" else f"{registry} encoders"
+        table = Table(title=f"kbfm {__version__}: {title}")
         for col in ("name", "dim", "backend", "loads offline here", "license", "description"):
             table.add_column(col)
         for r in rows:

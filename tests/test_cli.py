@@ -53,3 +53,10 @@ def test_unknown_encoder_is_a_clean_error(tmp_path):
 def test_missing_file_is_a_clean_error(tmp_path):
     result = runner.invoke(app, ["embed-cells", str(tmp_path / "missing.h5ad")])
     assert result.exit_code == 2 and "No such .h5ad file" in result.output
+
+
+def test_info_lists_image_encoders_and_llms():
+    info = json.loads(runner.invoke(app, ["info", "--json"]).output)
+    image_default = [r for r in info["image_encoders"] if r["default"]][0]
+    assert image_default["name"] == "efficientnet_lite0" and image_default["offline"]
+    assert {r["name"] for r in info["llms"]} >= {"smollm2", "dry-run"}
