@@ -51,6 +51,7 @@ ROWS = [
     ("  + test-time augmentation (8 flips/rotations)", ["lite0_tta"]),
     ("  + colour/texture features", ["lite0", "ct"]),
     ("colour/texture, multi-scale context", ["ct_ctx2"]),
+    ("lite0 context + colour/texture context (no TTA)", ["lite0_ctx2", "ct_ctx2"]),
     ("kbfm pipeline: lite0 context + TTA + colour/texture context", ["lite0_ctx2_tta", "ct_ctx2"]),
 ]
 
