@@ -7,6 +7,8 @@ Protocol: 4 sections (C2-C5, one patient), 224 px patches at 0.5 µm/px (112 µm
 each spot, PCA to 256 fitted on the training sections, ridge alpha = 100/(256*50), Pearson
 r per gene on the 50 most variable genes (log1p counts per 10k, variance over all
 spots), each section held out once. Rows are measured in the same run on the same machine.
+``@ring`` rows append the mean embedding of the spots one grid step around each spot
+(``kbfm.tl.spatial_context``, within each section).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from kbfm.io.legacy_st import read_legacy_st
 from kbfm.tl.combine_embeddings import combine_embeddings
 from kbfm.tl.embed_image import embed_image
 from kbfm.tl.predict_expression import predict_expression
+from kbfm.tl.spatial_context import spatial_context
 
 ROOT = Path(__file__).resolve().parents[1]
 HER2ST = ROOT.parent / "shared" / "data" / "histology" / "her2st"
@@ -52,7 +55,13 @@ ROWS = [
     ("  + colour/texture features", ["lite0", "ct"]),
     ("colour/texture, multi-scale context", ["ct_ctx2"]),
     ("lite0 context + colour/texture context (no TTA)", ["lite0_ctx2", "ct_ctx2"]),
-    ("kbfm pipeline: lite0 context + TTA + colour/texture context", ["lite0_ctx2_tta", "ct_ctx2"]),
+    ("lite0 context + TTA + colour/texture context", ["lite0_ctx2_tta", "ct_ctx2"]),
+    ("lite0 + neighbouring spots (ring 1)", ["lite0@ring"]),
+    ("colour/texture + neighbouring spots (ring 1)", ["ct@ring"]),
+    (
+        "kbfm pipeline: lite0 context + colour/texture context, each + neighbouring spots",
+        ["lite0_ctx2@ring", "ct_ctx2@ring"],
+    ),
 ]
 
 
@@ -79,6 +88,8 @@ def main() -> None:
         timings[key] = round(time.perf_counter() - t0, 1)
         print(f"embedded {key} in {timings[key]} s", flush=True)
     adata = ad.concat(sections, join="inner", label="section", keys=SECTIONS)
+    for key in {k for _, keys in ROWS for k in keys if k.endswith("@ring")}:
+        spatial_context(adata, use_rep=key.removesuffix("@ring"), groupby="section", key_added=key)
     rows = []
     for label, keys in ROWS:
         rep = keys[0]
@@ -93,7 +104,7 @@ def main() -> None:
             "dim": int(adata.obsm[rep].shape[1]),
             "mean_r": round(res["mean_r_overall"], 4),
             "per_section": {k: round(v, 4) for k, v in res["mean_r"].items()},
-            "embed_seconds": sum(timings[k] for k in keys),
+            "embed_seconds": sum(timings[k.removesuffix("@ring")] for k in keys),
         }
         rows.append(row)
         print(f"{label:62s} {row['mean_r']:.3f} {row['per_section']}", flush=True)

@@ -57,6 +57,6 @@ def test_missing_file_is_a_clean_error(tmp_path):
 
 def test_info_lists_image_encoders_and_llms():
     info = json.loads(runner.invoke(app, ["info", "--json"]).output)
-    image_default = [r for r in info["image_encoders"] if r["default"]][0]
+    image_default = next(r for r in info["image_encoders"] if r["default"])
     assert image_default["name"] == "efficientnet_lite0" and image_default["offline"]
     assert {r["name"] for r in info["llms"]} >= {"smollm2", "dry-run"}

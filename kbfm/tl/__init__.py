@@ -12,6 +12,7 @@ from .evaluate import evaluate_annotation
 from .impute import impute
 from .predict_expression import ExpressionPredictor, fit_expression_predictor, predict_expression
 from .query import query
+from .spatial_context import spatial_context
 
 __all__ = [
     "ExpressionPredictor",
@@ -30,4 +31,5 @@ __all__ = [
     "impute",
     "predict_expression",
     "query",
+    "spatial_context",
 ]

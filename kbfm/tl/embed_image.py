@@ -99,20 +99,25 @@ def _encode_positions(
     num_workers: int,
     desc: str,
 ) -> np.ndarray:
-    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     dataset = PatchDataset(slide, centers, spec, transform=_PatchTransform(encoder, normalizer))
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        persistent_workers=False,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
+    if num_workers > 0:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=num_workers,
+            persistent_workers=False,
+            prefetch_factor=4,
+        )
+    else:
+        loader = _prefetched_batches(dataset, batch_size)
     out = np.zeros((len(centers), encoder.dim), dtype=np.float32)
-    for batch, index in tqdm(loader, disable=not settings.progress, desc=desc):
+    n_batches = -(-len(centers) // batch_size)
+    for batch, index in tqdm(loader, total=n_batches, disable=not settings.progress, desc=desc):
         if tta and encoder.model is not None:
             feats = sum(encoder.embed_batch(view) for view in _tta_views(batch)) / _TTA_VIEWS
         else:
@@ -121,10 +126,38 @@ def _encode_positions(
     return out
 
 
+def _prefetched_batches(dataset: PatchDataset, batch_size: int, depth: int = 2):
+    """Yield collated ``(batch, index)`` pairs, reading ahead in one background thread.
+
+    OpenSlide and PIL release the GIL while they decode, so the next batches are read and
+    cut while the encoder runs on the current one, without forking processes.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from torch.utils.data import default_collate
+
+    def load(start: int):
+        stop = min(start + batch_size, len(dataset))
+        return default_collate([dataset[i] for i in range(start, stop)])
+
+    starts = iter(range(0, len(dataset), batch_size))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kbfm-patches") as pool:
+        pending = deque(pool.submit(load, s) for _, s in zip(range(depth), starts, strict=False))
+        while pending:
+            batch = pending.popleft().result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield batch
+
+
 def _default_workers(slide: Slide) -> int:
-    if slide.backend == "pil":  # pixels are in memory; cutting is cheaper than forking
-        return 0
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
+    # A reader thread (see _prefetched_batches) keeps up with the encoder on CPU; forked
+    # DataLoader workers pay off only when the forward pass runs elsewhere (CUDA).
+    if slide.backend == "openslide" and settings.resolve_device() == "cuda":
+        return max(0, min(4, (os.cpu_count() or 1) - 1))
+    return 0
 
 
 def embed_image(
@@ -177,8 +210,9 @@ def embed_image(
     batch_size
         Patches per forward pass (default ``settings.batch_size``).
     num_workers
-        DataLoader workers reading patches (default: 0 for in-memory images, up to 4
-        for OpenSlide slides).
+        DataLoader worker processes reading patches. ``0`` reads ahead in one background
+        thread instead (the default, except for OpenSlide slides encoded on CUDA, which
+        get up to 4 processes).
     cache
         ``True`` (default cache under ``settings.cache_dir / "image"``), ``False`` or an
         :class:`~kbfm._cache.EmbeddingCache`. Keys hold the slide fingerprint, patch

@@ -130,7 +130,9 @@ class ExpressionPredictor:
                 f"{self.input_dim}-d {self.use_rep!r} embeddings from the same encoder."
             )
             raise KbfmInputError(msg)
-        return self._ridge.predict(self._pca.transform(embedding)).astype(np.float32)  # type: ignore[attr-defined]
+        predicted = self._ridge.predict(self._pca.transform(embedding))  # type: ignore[attr-defined]
+        # sklearn returns 1-d predictions for a single target gene; keep spots x genes
+        return predicted.reshape(len(embedding), -1).astype(np.float32)
 
     def predict(self, adata: AnnData, *, key_added: str = PREDICTED_KEY) -> None:
         """Write predicted expression of new spots (image only) into ``obsm[key_added]``.
