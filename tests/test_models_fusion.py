@@ -156,3 +156,19 @@ def test_cli_train_domains_impute(spatial, tmp_path):
         assert result.exit_code == 0, result.output
     done = kbfm.io.read_h5ad(path)
     assert {"X_kbfm", "kbfm_imputed"} <= set(done.obsm) and "kbfm_domain" in done.obs
+
+
+def test_gene_selection_spatial_by_default_when_coordinates_exist(spatial):
+    model = FusionModel.setup(spatial, preset="tiny", n_top_genes=30)
+    assert model.config.gene_selection == "spatial"
+    # the band markers (first 32 genes) are what varies in space
+    assert len(set(model.config.genes) & set(spatial.var_names[:32])) >= 28
+    hvg = FusionModel.setup(spatial, preset="tiny", n_top_genes=30, gene_selection="hvg")
+    assert hvg.config.gene_selection == "hvg"
+    flat = spatial.copy()
+    del flat.obsm["spatial"]
+    assert FusionModel.setup(flat, preset="tiny", w_neighbour=0).config.gene_selection == "hvg"
+    with pytest.raises(KbfmInputError, match="gene_selection='spatial' needs"):
+        FusionModel.setup(flat, preset="tiny", w_neighbour=0, gene_selection="spatial")
+    with pytest.raises(KbfmInputError, match="gene_selection must be"):
+        FusionModel.setup(spatial, preset="tiny", gene_selection="moran")

@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._atomic import atomic_write, atomic_write_text
 from .._errors import KbfmInputError, preview
+from .._expression import log_normalised as _log_normalised
 from .._provenance import record_step
 from .._settings import settings
+from .._spatial_graph import spatial_adjacency
 from .._validate import expression_matrix
 from .._version import __version__
 
@@ -62,6 +63,7 @@ class FusionConfig:
     preset: str = "base"
     n_neighbors: int = 6
     graph_hops: int = 2
+    gene_selection: str = "hvg"
     use_genetext: bool = True
     use_image: bool = True
     d_genetext: int = 0
@@ -79,37 +81,6 @@ class FusionConfig:
     input_was_counts: bool = False
     seed: int = 0
     kbfm_version: str = __version__
-
-
-def _log_normalised(X) -> tuple[np.ndarray, bool]:
-    from ..tl.annotate_markers import looks_like_counts
-
-    counts = looks_like_counts(X)
-    X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
-    peak = X.max() if X.shape[0] * X.shape[1] else 0.0
-    if not counts and peak > 30:
-        # library-size normalised but not log-transformed (log values stay below ~15)
-        X = X.log1p() if sp.issparse(X) else np.log1p(X)
-    if counts:
-        totals = np.asarray(X.sum(1)).ravel()
-        scale = 1e4 / np.maximum(totals, 1)
-        X = sp.diags(scale) @ X if sp.issparse(X) else X * scale[:, None]
-        X = X.log1p() if sp.issparse(X) else np.log1p(X)
-    dense = X.toarray() if sp.issparse(X) else X
-    return dense.astype(np.float32), counts
-
-
-def spatial_adjacency(coords: np.ndarray, n_neighbors: int):
-    """Row-normalised symmetric kNN adjacency of spots (scipy CSR, no self loops)."""
-    from sklearn.neighbors import NearestNeighbors
-
-    nn = NearestNeighbors(n_neighbors=min(n_neighbors + 1, len(coords))).fit(coords)
-    graph = nn.kneighbors_graph(coords, mode="connectivity")
-    graph.setdiag(0)
-    graph.eliminate_zeros()
-    graph = ((graph + graph.T) > 0).astype(np.float32)
-    degree = np.asarray(graph.sum(1)).ravel()
-    return sp.diags(1.0 / np.maximum(degree, 1)) @ graph
 
 
 class FusionModel:
@@ -131,6 +102,7 @@ class FusionModel:
         *,
         preset: str = "base",
         n_top_genes: int = 2000,
+        gene_selection: str = "auto",
         layer: str | None = None,
         use_genetext: bool = True,
         use_image: bool = True,
@@ -154,7 +126,11 @@ class FusionModel:
         preset
             ``"tiny"``, ``"base"`` or ``"large"``.
         n_top_genes
-            Highly variable genes used as input and reconstruction targets.
+            Genes used as input and reconstruction targets.
+        gene_selection
+            How those genes are chosen: ``"spatial"`` (highest Moran's I over the spot
+            graph, :func:`kbfm.pp.spatially_variable_genes`), ``"hvg"`` (scanpy highly
+            variable genes) or ``"auto"`` (spatial when ``obsm['spatial']`` is present).
         layer
             Read expression from this layer.
         use_genetext, use_image
@@ -187,6 +163,14 @@ class FusionModel:
             if w < 0:
                 msg = f"{name} must be >= 0, got {w}."
                 raise KbfmInputError(msg)
+        if gene_selection not in ("auto", "spatial", "hvg"):
+            msg = f"gene_selection must be 'auto', 'spatial' or 'hvg', got {gene_selection!r}."
+            raise KbfmInputError(msg)
+        if gene_selection == "auto":
+            gene_selection = "spatial" if "spatial" in adata.obsm else "hvg"
+        if gene_selection == "spatial" and "spatial" not in adata.obsm:
+            msg = "gene_selection='spatial' needs obsm['spatial'] (spot coordinates)."
+            raise KbfmInputError(msg)
         X, names = expression_matrix(adata, layer=layer)
         if adata.n_obs < 20:
             msg = f"FusionModel needs at least 20 spots for a validation split, got {adata.n_obs}."
@@ -201,8 +185,17 @@ class FusionModel:
         tmp = AnnData(logn)
         tmp.var_names = [str(n) for n in names]
         n_top = min(n_top_genes, tmp.n_vars)
-        sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
-        genes = list(tmp.var_names[tmp.var["highly_variable"].to_numpy()])
+        if gene_selection == "spatial":
+            from ..pp.spatially_variable import SVG_KEY, spatially_variable_genes
+
+            tmp.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+            flags = spatially_variable_genes(
+                tmp, n_top_genes=n_top, n_neighbors=n_neighbors, inplace=False
+            )[SVG_KEY].to_numpy()
+        else:
+            sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
+            flags = tmp.var["highly_variable"].to_numpy()
+        genes = list(tmp.var_names[flags])
         values = tmp[:, genes].X
         mean, std = values.mean(0), values.std(0) + 1e-6
         gene_text = _gene_text(genes, knowledge_source, text_encoder, species)
@@ -215,6 +208,7 @@ class FusionModel:
             preset=preset,
             n_neighbors=n_neighbors,
             graph_hops=graph_hops,
+            gene_selection=gene_selection,
             use_genetext=use_genetext,
             use_image=use_image,
             d_genetext=int(d_gt),
@@ -435,6 +429,7 @@ class FusionModel:
             key_added=key_added,
             preset=self.config.preset,
             n_genes=len(self.config.genes),
+            gene_selection=self.config.gene_selection,
             views=[*list(self.views), "expression"],
             w_reconstruction=self.config.w_reconstruction,
             w_contrastive=self.config.w_contrastive,

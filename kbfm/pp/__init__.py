@@ -3,6 +3,7 @@
 from ._detect import ScaleInfo, detect_scale
 from .auto_qc import FLAGS, auto_qc, qc_table
 from .normalize import choose_method, normalize
+from .spatially_variable import morans_i, spatially_variable_genes
 
 __all__ = [
     "FLAGS",
@@ -10,6 +11,8 @@ __all__ = [
     "auto_qc",
     "choose_method",
     "detect_scale",
+    "morans_i",
     "normalize",
     "qc_table",
+    "spatially_variable_genes",
 ]

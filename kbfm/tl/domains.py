@@ -30,6 +30,8 @@ def domains(
     n_domains: int,
     use_rep: str = "X_kbfm",
     method: str = "gmm",
+    n_pcs: int | None = 20,
+    covariance: str = "tied",
     smooth: bool = False,
     n_neighbors: int = 6,
     seed: int = 0,
@@ -47,7 +49,13 @@ def domains(
     use_rep
         Representation, e.g. ``"X_kbfm"``, ``"X_pca"`` or ``"X_genetext"``.
     method
-        ``"gmm"`` (Gaussian mixture, full covariance) or ``"kmeans"``.
+        ``"gmm"`` (Gaussian mixture) or ``"kmeans"``.
+    n_pcs
+        Reduce a wider representation to this many principal components first
+        (``None`` = cluster it as is). 20 PCs, as in GraphST's pipeline.
+    covariance
+        Mixture covariance: ``"tied"`` (one shared covariance, the analogue of mclust's
+        ``EEE`` model used by GraphST/STAGATE), ``"full"``, ``"diag"`` or ``"spherical"``.
     smooth
         Majority vote of each spot's label with its ``n_neighbors`` spatial neighbours.
     n_neighbors
@@ -79,9 +87,16 @@ def domains(
     if not np.isfinite(rep).all():
         msg = f"obsm[{use_rep!r}] holds NaN or infinite values."
         raise KbfmInputError(msg)
+    if covariance not in ("tied", "full", "diag", "spherical"):
+        msg = f"covariance must be 'tied', 'full', 'diag' or 'spherical', got {covariance!r}."
+        raise KbfmInputError(msg)
+    if n_pcs is not None and n_pcs < rep.shape[1] and n_pcs < rep.shape[0]:
+        from sklearn.decomposition import PCA
+
+        rep = PCA(n_pcs, random_state=seed).fit_transform(rep)
     if method == "gmm":
         labels = GaussianMixture(
-            n_domains, covariance_type="full", random_state=seed, reg_covar=1e-4
+            n_domains, covariance_type=covariance, random_state=seed, reg_covar=1e-4
         ).fit_predict(rep)
     elif method == "kmeans":
         labels = KMeans(n_domains, n_init=10, random_state=seed).fit_predict(rep)
@@ -99,6 +114,8 @@ def domains(
         n_domains=n_domains,
         use_rep=use_rep,
         method=method,
+        n_pcs=n_pcs,
+        covariance=covariance,
         smooth=smooth,
         seed=seed,
         key_added=key_added,
