@@ -385,13 +385,20 @@ def train(
     preset: Annotated[str, typer.Option(help="tiny, base or large.")] = "base",
     source: SourceOpt = "builtin",
     max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs.")] = 300,
+    gene_selection: Annotated[str, typer.Option(help="auto, spatial (Moran's I) or hvg.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train a FusionModel; writes obsm['X_kbfm'] and saves the model."""
     from .models import FusionModel
 
     def step(adata):
-        model = FusionModel.setup(adata, preset=preset, knowledge_source=source, seed=seed)
+        model = FusionModel.setup(
+            adata,
+            preset=preset,
+            knowledge_source=source,
+            gene_selection=gene_selection,
+            seed=seed,
+        )
         model.train(max_epochs=max_epochs)
         model.to_adata()
         model.save(model_dir)
@@ -407,6 +414,10 @@ def domains(
     out: OutOpt = None,
     use_rep: Annotated[str, typer.Option(help="obsm representation.")] = "X_kbfm",
     smooth: Annotated[bool, typer.Option(help="Spatial majority smoothing.")] = False,
+    n_pcs: Annotated[int, typer.Option(help="PCs before clustering (0 = none).")] = 20,
+    covariance: Annotated[
+        str, typer.Option(help="Mixture covariance: tied, full, diag, spherical.")
+    ] = "tied",
     label_key: Annotated[str | None, typer.Option(help="obs labels to score ARI/NMI.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
@@ -414,7 +425,15 @@ def domains(
     from . import tl
 
     def step(adata):
-        tl.domains(adata, n_domains=n_domains, use_rep=use_rep, smooth=smooth, seed=seed)
+        tl.domains(
+            adata,
+            n_domains=n_domains,
+            use_rep=use_rep,
+            smooth=smooth,
+            n_pcs=n_pcs or None,
+            covariance=covariance,
+            seed=seed,
+        )
         if label_key:
             scores = tl.evaluate_domains(adata, label_key)
             typer.echo(f"ARI {scores['ari']:.3f}  NMI {scores['nmi']:.3f}  ({scores['n']} spots)")

@@ -138,6 +138,13 @@ def predict_expression_cmd(
         Optional[list[Path]],  # noqa: UP045
         typer.Option(help="Image-only .h5ad to predict (repeatable); fitted on all inputs."),
     ] = None,
+    rings: Annotated[
+        float,
+        typer.Option(
+            "--neighbour-rings",
+            help="Append the mean embedding of spots this many grid steps around (0 = off).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Cross-validated expression prediction from image embeddings (HEST protocol)."""
     from .cli import _run
@@ -147,6 +154,15 @@ def predict_expression_cmd(
 
         from .io.h5ad import read_h5ad, write_h5ad
         from .tl.predict_expression import fit_expression_predictor, predict_expression
+        from .tl.spatial_context import spatial_context
+
+        rep = f"{use_rep}_context" if rings > 0 else use_rep
+
+        def with_context(data, group_key):
+            if rings > 0:
+                spatial_context(
+                    data, use_rep=use_rep, rings=rings, groupby=group_key, key_added=rep
+                )
 
         parts = [read_h5ad(p) for p in paths]
         if len(parts) > 1:
@@ -157,7 +173,8 @@ def predict_expression_cmd(
             group = groupby or "kbfm_section"
         else:
             adata, group = parts[0], groupby
-        predict_expression(adata, use_rep=use_rep, groupby=group, n_genes=n_genes, n_pcs=n_pcs)
+        with_context(adata, group)
+        predict_expression(adata, use_rep=rep, groupby=group, n_genes=n_genes, n_pcs=n_pcs)
         res = adata.uns["kbfm_predict_expression"]
         out.mkdir(parents=True, exist_ok=True)
         table = out / "pearson_per_gene.csv"
@@ -173,9 +190,10 @@ def predict_expression_cmd(
         typer.echo(f"overall {res['mean_r_overall']:.3f} ({res['scheme']}); results in {out}/")
         if predict:
             genes = list(res["pearson"].index)
-            model = fit_expression_predictor(adata, use_rep=use_rep, genes=genes, n_pcs=n_pcs)
+            model = fit_expression_predictor(adata, use_rep=rep, genes=genes, n_pcs=n_pcs)
             for p in predict:
                 new = read_h5ad(p)
+                with_context(new, None)
                 model.predict(new)
                 typer.echo(f"wrote {write_h5ad(new, out / f'{p.stem}.predicted.h5ad')}")
 

@@ -44,6 +44,14 @@ def test_embed_then_predict_across_files(slide, tmp_path):
     assert (out / "pearson_per_gene.csv").exists()
     predicted = read_h5ad(out / "new.predicted.h5ad")
     assert predicted.obsm["kbfm_predicted_expression"].shape[1] == 3
+    ring = tmp_path / "ring"
+    args = [*args[:4], str(ring), *args[5:], "--neighbour-rings", "1", "--predict", str(new)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((ring / "summary.json").read_text())
+    assert summary["use_rep"] == "X_image_context"
+    widened = read_h5ad(ring / "new.predicted.h5ad")
+    assert widened.obsm["X_image_context"].shape[1] == 2 * widened.obsm["X_image"].shape[1]
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
