@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -42,7 +44,9 @@ def morans_i(adata: AnnData, *, n_neighbors: int = 6, layer: str | None = None) 
     X, names = expression_matrix(adata, layer=layer)
     logn, _ = log_normalised(X)
     graph = spatial_knn_graph(coords, n_neighbors)
-    values = np.asarray(sc.metrics.morans_i(graph, logn.T), dtype=np.float64)
+    with warnings.catch_warnings():  # constant genes -> NaN, as documented above
+        warnings.filterwarnings("ignore", message=".*variables were constant.*")
+        values = np.asarray(sc.metrics.morans_i(graph, logn.T), dtype=np.float64)
     return pd.Series(values, index=[str(n) for n in names], name=MORANS_I_KEY)
 
 
