@@ -414,10 +414,10 @@ def domains(
     out: OutOpt = None,
     use_rep: Annotated[str, typer.Option(help="obsm representation.")] = "X_kbfm",
     smooth: Annotated[bool, typer.Option(help="Spatial majority smoothing.")] = False,
-    n_pcs: Annotated[int, typer.Option(help="PCs before clustering (0 = none).")] = 20,
+    n_pcs: Annotated[int, typer.Option(help="PCs before clustering (0 = none).")] = 0,
     covariance: Annotated[
-        str, typer.Option(help="Mixture covariance: tied, full, diag, spherical.")
-    ] = "tied",
+        str, typer.Option(help="Mixture covariance: full, tied, diag, spherical.")
+    ] = "full",
     label_key: Annotated[str | None, typer.Option(help="obs labels to score ARI/NMI.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:

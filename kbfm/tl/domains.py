@@ -30,8 +30,8 @@ def domains(
     n_domains: int,
     use_rep: str = "X_kbfm",
     method: str = "gmm",
-    n_pcs: int | None = 20,
-    covariance: str = "tied",
+    n_pcs: int | None = None,
+    covariance: str = "full",
     smooth: bool = False,
     n_neighbors: int = 6,
     seed: int = 0,
@@ -52,10 +52,12 @@ def domains(
         ``"gmm"`` (Gaussian mixture) or ``"kmeans"``.
     n_pcs
         Reduce a wider representation to this many principal components first
-        (``None`` = cluster it as is). 20 PCs, as in GraphST's pipeline.
+        (``None``, the default, clusters it as is; GraphST's recipe uses 20).
     covariance
-        Mixture covariance: ``"tied"`` (one shared covariance, the analogue of mclust's
-        ``EEE`` model used by GraphST/STAGATE), ``"full"``, ``"diag"`` or ``"spherical"``.
+        Mixture covariance: ``"full"`` (default), ``"tied"`` (one shared covariance, the
+        analogue of mclust's ``EEE`` model in GraphST's recipe), ``"diag"`` or
+        ``"spherical"``. On DLPFC neither setting wins across representations
+        (``benchmarks/RESULTS.md``).
     smooth
         Majority vote of each spot's label with its ``n_neighbors`` spatial neighbours.
     n_neighbors
