@@ -186,12 +186,10 @@ class FusionModel:
         tmp.var_names = [str(n) for n in names]
         n_top = min(n_top_genes, tmp.n_vars)
         if gene_selection == "spatial":
-            from ..pp.spatially_variable import SVG_KEY, spatially_variable_genes
+            from ..pp.spatially_variable import morans_i_of_matrix, top_gene_flags
 
-            tmp.obsm["spatial"] = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-            flags = spatially_variable_genes(
-                tmp, n_top_genes=n_top, n_neighbors=n_neighbors, inplace=False
-            )[SVG_KEY].to_numpy()
+            coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
+            flags = top_gene_flags(morans_i_of_matrix(logn, coords, n_neighbors), n_top)
         else:
             sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
             flags = tmp.var["highly_variable"].to_numpy()

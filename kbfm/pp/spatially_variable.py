@@ -12,11 +12,29 @@ from .._errors import KbfmInputError
 from .._expression import log_normalised
 from .._provenance import record_step
 from .._spatial_graph import spatial_knn_graph
-from .._validate import check_adata, expression_matrix
+from .._validate import expression_matrix
 from ..io._spatial import spatial_coords
 
 MORANS_I_KEY = "kbfm_morans_i"
 SVG_KEY = "kbfm_spatially_variable"
+
+
+def morans_i_of_matrix(logn: np.ndarray, coords: np.ndarray, n_neighbors: int) -> np.ndarray:
+    """Moran's I of each column of a dense log-normalised ``spots x genes`` matrix."""
+    import scanpy as sc
+
+    graph = spatial_knn_graph(coords, n_neighbors)
+    with warnings.catch_warnings():  # constant genes -> NaN, as documented in morans_i
+        warnings.filterwarnings("ignore", message=".*variables were constant.*")
+        return np.asarray(sc.metrics.morans_i(graph, logn.T), dtype=np.float64)
+
+
+def top_gene_flags(scores: np.ndarray, n_top_genes: int) -> np.ndarray:
+    """Boolean mask of the ``n_top_genes`` highest scores (NaN ranks last, ties stable)."""
+    ranked = np.where(np.isnan(scores), -np.inf, scores)
+    flags = np.zeros(len(ranked), dtype=bool)
+    flags[np.argsort(-ranked, kind="stable")[: min(n_top_genes, len(ranked))]] = True
+    return flags
 
 
 def morans_i(adata: AnnData, *, n_neighbors: int = 6, layer: str | None = None) -> pd.Series:
@@ -37,16 +55,10 @@ def morans_i(adata: AnnData, *, n_neighbors: int = 6, layer: str | None = None) 
     -------
     Series indexed by gene.
     """
-    import scanpy as sc
-
-    check_adata(adata)
-    coords = spatial_coords(adata)
     X, names = expression_matrix(adata, layer=layer)
+    coords = spatial_coords(adata)
     logn, _ = log_normalised(X)
-    graph = spatial_knn_graph(coords, n_neighbors)
-    with warnings.catch_warnings():  # constant genes -> NaN, as documented above
-        warnings.filterwarnings("ignore", message=".*variables were constant.*")
-        values = np.asarray(sc.metrics.morans_i(graph, logn.T), dtype=np.float64)
+    values = morans_i_of_matrix(logn, coords, n_neighbors)
     return pd.Series(values, index=[str(n) for n in names], name=MORANS_I_KEY)
 
 
@@ -97,10 +109,7 @@ def spatially_variable_genes(
         msg = f"n_top_genes must be >= 1, got {n_top_genes}."
         raise KbfmInputError(msg)
     scores = morans_i(adata, n_neighbors=n_neighbors, layer=layer)
-    ranked = scores.fillna(-np.inf).to_numpy()
-    top = np.argsort(-ranked, kind="stable")[: min(n_top_genes, len(ranked))]
-    flags = np.zeros(len(ranked), dtype=bool)
-    flags[top] = True
+    flags = top_gene_flags(scores.to_numpy(), n_top_genes)
     table = pd.DataFrame(
         {MORANS_I_KEY: scores.to_numpy(), SVG_KEY: flags}, index=adata.var_names.copy()
     )

@@ -71,7 +71,6 @@ def spatial_context(
     >>> a.obsm["X_image_context"][4]  # centre spot: itself, then the mean of all 9
     array([4., 4.], dtype=float32)
     """
-    adata = adata.copy() if copy else adata
     if use_rep not in adata.obsm:
         msg = f"adata.obsm[{use_rep!r}] is missing; available: {list(adata.obsm)}."
         raise KbfmInputError(msg)
@@ -82,6 +81,7 @@ def spatial_context(
     if groupby is not None and groupby not in adata.obs:
         msg = f"obs[{groupby!r}] not found; available: {list(adata.obs.columns)}."
         raise KbfmInputError(msg)
+    adata = adata.copy() if copy else adata
     embedding = np.asarray(adata.obsm[use_rep], dtype=np.float32)
     groups = (
         adata.obs[groupby].astype(str).to_numpy()
