@@ -416,8 +416,9 @@ def domains(
     smooth: Annotated[bool, typer.Option(help="Spatial majority smoothing.")] = False,
     n_pcs: Annotated[int, typer.Option(help="PCs before clustering (0 = none).")] = 0,
     covariance: Annotated[
-        str, typer.Option(help="Mixture covariance: full, tied, diag, spherical.")
-    ] = "full",
+        str, typer.Option(help="Mixture covariance: tied, full, diag, spherical.")
+    ] = "tied",
+    n_init: Annotated[int, typer.Option(help="Mixture restarts (best likelihood kept).")] = 10,
     label_key: Annotated[str | None, typer.Option(help="obs labels to score ARI/NMI.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
@@ -432,6 +433,7 @@ def domains(
             smooth=smooth,
             n_pcs=n_pcs or None,
             covariance=covariance,
+            n_init=n_init,
             seed=seed,
         )
         if label_key:

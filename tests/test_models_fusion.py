@@ -39,6 +39,20 @@ def test_domains_recover_the_bands(spatial):
     assert spatial.uns["kbfm"]["fusion_model"]["preset"] == "tiny"
 
 
+def test_domains_options_and_bad_values(spatial):
+    model = trained(spatial)
+    model.to_adata()
+    for covariance in ("tied", "full"):
+        kbfm.tl.domains(spatial, n_domains=4, covariance=covariance, n_init=3, key_added="d")
+        assert kbfm.tl.evaluate_domains(spatial, "domain", key="d")["ari"] > 0.8
+    step = spatial.uns["kbfm"]["domains"]
+    assert step["covariance"] == "full" and step["n_init"] == 3
+    with pytest.raises(KbfmInputError, match="n_init must be at least 1"):
+        kbfm.tl.domains(spatial, n_domains=4, n_init=0)
+    with pytest.raises(KbfmInputError, match="covariance must be"):
+        kbfm.tl.domains(spatial, n_domains=4, covariance="EEE")
+
+
 def test_save_load_roundtrip_and_gene_alignment(spatial, tmp_path, caplog):
     model = trained(spatial)
     model.save(tmp_path / "m")

@@ -352,6 +352,9 @@ class FusionModel:
         val = torch.zeros(n, dtype=torch.bool)
         val[torch.randperm(n, generator=gen)[: max(1, int(validation_fraction * n))]] = True
         val = val.to(device)
+        # validation spots keep one fixed mask, so early stopping compares epochs on the
+        # same hidden entries instead of on a fresh random draw each epoch
+        val_mask = (torch.rand(x.shape, generator=gen) < cfg.mask_fraction).to(device)
         opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=1e-4)
         best, best_state, waited = float("inf"), None, 0
         started = time.perf_counter()
@@ -361,7 +364,9 @@ class FusionModel:
         for epoch in bar:
             module.train()
             mask = (torch.rand(x.shape, generator=gen) < cfg.mask_fraction).to(device)
+            mask = torch.where(val[:, None], val_mask, mask)
             views = module.encode_views(x.masked_fill(mask, 0.0), gt, im)
+            local = torch.stack(list(views.values())).sum(0)
             z = module.fuse(views, adj)
             recon = module.decode(z)
             err = (recon - x).pow(2) * mask
@@ -374,7 +379,8 @@ class FusionModel:
                 loss = loss + cfg.w_contrastive * c
                 terms["contrastive"] = c.item()
             if cfg.w_neighbour > 0 and adj is not None:
-                s = neighbour_consistency(z, adj, gen)
+                # each spot's own (not yet graph-mixed) latent against its neighbourhood
+                s = neighbour_consistency(local, adj, gen)
                 loss = loss + cfg.w_neighbour * s
                 terms["neighbour"] = s.item()
             opt.zero_grad()

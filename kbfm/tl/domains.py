@@ -31,7 +31,8 @@ def domains(
     use_rep: str = "X_kbfm",
     method: str = "gmm",
     n_pcs: int | None = None,
-    covariance: str = "full",
+    covariance: str = "tied",
+    n_init: int = 10,
     smooth: bool = False,
     n_neighbors: int = 6,
     seed: int = 0,
@@ -54,10 +55,13 @@ def domains(
         Reduce a wider representation to this many principal components first
         (``None``, the default, clusters it as is; GraphST's recipe uses 20).
     covariance
-        Mixture covariance: ``"full"`` (default), ``"tied"`` (one shared covariance, the
-        analogue of mclust's ``EEE`` model in GraphST's recipe), ``"diag"`` or
-        ``"spherical"``. On DLPFC neither setting wins across representations
+        Mixture covariance: ``"tied"`` (default: one covariance shared by all domains, the
+        analogue of mclust's ``EEE`` model used by GraphST and STAGATE), ``"full"``,
+        ``"diag"`` or ``"spherical"``. On DLPFC, tied is better for ``X_kbfm`` and for
+        neighbour-averaged representations, full for plain expression PCA
         (``benchmarks/RESULTS.md``).
+    n_init
+        Restarts of the mixture (or k-means); the fit with the highest likelihood is kept.
     smooth
         Majority vote of each spot's label with its ``n_neighbors`` spatial neighbours.
     n_neighbors
@@ -92,16 +96,23 @@ def domains(
     if covariance not in ("tied", "full", "diag", "spherical"):
         msg = f"covariance must be 'tied', 'full', 'diag' or 'spherical', got {covariance!r}."
         raise KbfmInputError(msg)
+    if n_init < 1:
+        msg = f"n_init must be at least 1, got {n_init}."
+        raise KbfmInputError(msg)
     if n_pcs is not None and n_pcs < rep.shape[1] and n_pcs < rep.shape[0]:
         from sklearn.decomposition import PCA
 
         rep = PCA(n_pcs, random_state=seed).fit_transform(rep)
     if method == "gmm":
         labels = GaussianMixture(
-            n_domains, covariance_type=covariance, random_state=seed, reg_covar=1e-4
+            n_domains,
+            covariance_type=covariance,
+            n_init=n_init,
+            random_state=seed,
+            reg_covar=1e-4,
         ).fit_predict(rep)
     elif method == "kmeans":
-        labels = KMeans(n_domains, n_init=10, random_state=seed).fit_predict(rep)
+        labels = KMeans(n_domains, n_init=n_init, random_state=seed).fit_predict(rep)
     else:
         msg = f"Unknown method {method!r}; choose 'gmm' or 'kmeans'."
         raise KbfmInputError(msg)
@@ -118,6 +129,7 @@ def domains(
         method=method,
         n_pcs=n_pcs,
         covariance=covariance,
+        n_init=n_init,
         smooth=smooth,
         seed=seed,
         key_added=key_added,
