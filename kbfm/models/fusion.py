@@ -8,13 +8,15 @@ Lifecycle (scvi-tools style)::
     model.save("my_model/")
     model = kbfm.models.FusionModel.load("my_model/", new_adata)
 
-Views: log-normalised highly variable genes (always), ``obsm["X_genetext"]`` and
+Views: log-normalised expression of ``n_top_genes`` genes (always; spatially variable genes when
+``obsm["spatial"]`` exists, else highly variable ones), ``obsm["X_genetext"]`` and
 ``obsm["X_image"]`` (when present and enabled). Objectives, each with a weight (0 = off):
 masked-expression reconstruction through a decoder that scores gene g by
 ``z · (W e_g)`` with e_g its text embedding (so genes never measured but described can
 be imputed), cross-modal InfoNCE between the expression and image views, and spatial
-neighbour consistency. The spatial graph (k nearest spots in ``obsm["spatial"]``) also
-mixes each spot with its neighbours in the encoder.
+neighbour consistency (each spot's own latent against its neighbourhood). The spatial
+graph (k nearest spots in ``obsm["spatial"]``) also mixes each spot with its neighbours
+in the encoder.
 """
 
 from __future__ import annotations
@@ -327,7 +329,8 @@ class FusionModel:
         lr
             Learning rate.
         validation_fraction
-            Spots whose masked entries are held out for early stopping.
+            Spots held out for early stopping: one fixed mask hides the same entries of
+            these spots every epoch, and their loss on those entries is the stopping score.
         patience
             Epochs without validation improvement before stopping.
         device
