@@ -72,7 +72,15 @@ class FusionModule(nn.Module):
 
     def fuse(self, views: dict[str, torch.Tensor], adjacency: torch.Tensor | None) -> torch.Tensor:
         """Sum the views, then average each spot with its neighbours ``graph_hops`` times."""
-        h = torch.stack(list(views.values())).sum(0)
+        return self.mix(self.sum_views(views), adjacency)
+
+    @staticmethod
+    def sum_views(views: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each spot's own latent: the sum of its views, before any graph mixing."""
+        return torch.stack(list(views.values())).sum(0)
+
+    def mix(self, h: torch.Tensor, adjacency: torch.Tensor | None) -> torch.Tensor:
+        """Average ``h`` with the neighbours' ``graph_hops`` times, then a linear residual."""
         if adjacency is not None:
             for _ in range(self.graph_hops):
                 h = 0.5 * (h + torch.sparse.mm(adjacency, h))

@@ -369,8 +369,8 @@ class FusionModel:
             mask = (torch.rand(x.shape, generator=gen) < cfg.mask_fraction).to(device)
             mask = torch.where(val[:, None], val_mask, mask)
             views = module.encode_views(x.masked_fill(mask, 0.0), gt, im)
-            local = torch.stack(list(views.values())).sum(0)
-            z = module.fuse(views, adj)
+            local = module.sum_views(views)
+            z = module.mix(local, adj)
             recon = module.decode(z)
             err = (recon - x).pow(2) * mask
             train_loss = err[~val].sum() / mask[~val].sum().clamp(min=1)
