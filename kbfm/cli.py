@@ -25,7 +25,10 @@ OutOpt = Annotated[
 ]
 EncoderOpt = Annotated[str, typer.Option(help="Text encoder (see `kbfm info`).")]
 SourceOpt = Annotated[
-    str, typer.Option(help="Gene knowledge: builtin, ncbi, or a JSON/TSV/CSV path.")
+    str,
+    typer.Option(
+        help="Gene knowledge: atlas (offline, every gene), builtin, ncbi, or a JSON/TSV/CSV path."
+    ),
 ]
 SpeciesOpt = Annotated[str, typer.Option(help="human or mouse.")]
 LayerOpt = Annotated[str | None, typer.Option(help="Read expression from this layer.")]
@@ -224,7 +227,7 @@ def info(
 def embed_genes_cmd(
     path: InPath,
     out: OutOpt = None,
-    source: SourceOpt = "builtin",
+    source: SourceOpt = "atlas",
     encoder: EncoderOpt = "minilm",
     species: SpeciesOpt = "human",
 ) -> None:
@@ -244,7 +247,7 @@ def embed_cells_cmd(
     weighting: Annotated[str, typer.Option(help="expression or relative.")] = "expression",
     layer: LayerOpt = None,
     use_raw: RawOpt = False,
-    source: SourceOpt = "builtin",
+    source: SourceOpt = "atlas",
     encoder: EncoderOpt = "minilm",
     species: SpeciesOpt = "human",
 ) -> None:
@@ -279,7 +282,7 @@ def annotate(
     groupby: Annotated[str | None, typer.Option(help="obs column or 'auto' (Leiden).")] = None,
     layer: LayerOpt = None,
     use_raw: RawOpt = False,
-    source: SourceOpt = "builtin",
+    source: SourceOpt = "atlas",
     encoder: EncoderOpt = "minilm",
     species: SpeciesOpt = "human",
     llm: Annotated[
@@ -383,7 +386,7 @@ def train(
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Where to save the model.")],
     out: OutOpt = None,
     preset: Annotated[str, typer.Option(help="tiny, base or large.")] = "base",
-    source: SourceOpt = "builtin",
+    source: SourceOpt = "atlas",
     max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs.")] = 300,
     gene_selection: Annotated[str, typer.Option(help="auto, spatial (Moran's I) or hvg.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

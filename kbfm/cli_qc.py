@@ -71,7 +71,7 @@ def deconvolve_cmd(
         typer.Option(help="Reference layer with counts."),
     ] = None,
     n_epochs: Annotated[int, typer.Option(help="Count-model optimisation steps.")] = 1000,
-    source: Annotated[str, typer.Option(help="Gene knowledge for method=knowledge.")] = "builtin",
+    source: Annotated[str, typer.Option(help="Gene knowledge for method=knowledge.")] = "atlas",
     table: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(help="Also write the proportions as CSV here."),

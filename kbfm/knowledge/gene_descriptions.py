@@ -1,10 +1,11 @@
 """Gene descriptions from pluggable sources, and the text that gets embedded per gene.
 
-Sources: NCBI ``gene_info`` joined to RefSeq summaries (GenePT's choice), RefSeq summary
-tables, GenePT-style JSON, your own TSV/CSV, and ``builtin``: an offline source composed
-only of facts that ship with kbfm (the curated marker table and Cell Ontology
-definitions). ``builtin`` covers marker genes only and says little about each; use NCBI
-summaries or your own descriptions for real work.
+Sources: ``atlas`` (the offline default: a card for every gene, composed from HGNC and
+Ensembl names, consensus and curated cell-type markers and optional GO terms; see
+:mod:`kbfm.knowledge.gene_cards`), NCBI ``gene_info`` joined to RefSeq summaries
+(GenePT's choice), RefSeq summary tables, GenePT-style JSON, your own TSV/CSV, and
+``builtin``: kbfm's curated marker facts joined to Cell Ontology definitions (223 marker
+genes only, kept for comparison).
 """
 
 from __future__ import annotations
@@ -422,22 +423,33 @@ def _ncbi_cached(species: str = "human") -> GeneKnowledge:
     )
 
 
+def _atlas(species: str = "human") -> GeneKnowledge:
+    from .gene_cards import atlas_knowledge
+
+    return atlas_knowledge(species)
+
+
 #: Named gene knowledge sources: ``name -> callable(species) -> GeneKnowledge``.
 GENE_KNOWLEDGE_SOURCES: dict[str, Callable[[str], GeneKnowledge]] = {
+    "atlas": _atlas,
     "builtin": GeneKnowledge.builtin,
     "ncbi": _ncbi_cached,
 }
+#: The offline default: gene cards for every gene (:mod:`kbfm.knowledge.gene_cards`).
+DEFAULT_GENE_KNOWLEDGE = "atlas"
 
 
 def load_gene_knowledge(
-    source: str | os.PathLike | GeneKnowledge = "builtin", species: str = "human"
+    source: str | os.PathLike | GeneKnowledge = DEFAULT_GENE_KNOWLEDGE, species: str = "human"
 ) -> GeneKnowledge:
     """Resolve a gene knowledge source given by name, path or object.
 
     Parameters
     ----------
     source
-        A name in :data:`GENE_KNOWLEDGE_SOURCES` (``"builtin"``; ``"ncbi"``, read from
+        A name in :data:`GENE_KNOWLEDGE_SOURCES` (``"atlas"``: gene cards for every gene,
+        composed offline from HGNC/Ensembl names, cell-type markers and, when found, GO
+        terms; ``"builtin"``: curated marker genes only; ``"ncbi"``, read from
         the files ``kbfm knowledge download ncbi`` stores under
         ``settings.cache_dir/knowledge/ncbi/<species>/``); a ``.json`` file (GenePT
         style); a ``.tsv``/``.csv`` file, plain or ``.gz`` (RefSeq format when it has
@@ -452,8 +464,8 @@ def load_gene_knowledge(
 
     Examples
     --------
-    >>> load_gene_knowledge("builtin").source
-    'builtin'
+    >>> load_gene_knowledge().source
+    'atlas'
     """
     if isinstance(source, GeneKnowledge):
         return source

@@ -9,6 +9,7 @@ import numpy as np
 
 from .._errors import KbfmInputError, preview
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
+from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 
 
 @dataclass
@@ -39,7 +40,7 @@ class GeneVectors:
 def gene_vectors(
     gene_names: Sequence[str],
     *,
-    source: object = "builtin",
+    source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
     species: str = "human",
     cache: bool = True,

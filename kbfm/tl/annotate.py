@@ -12,6 +12,7 @@ from .._errors import KbfmInputError, closest_names
 from .._provenance import record_step
 from .._validate import expression_matrix
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
+from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._gene_vectors import gene_vectors
 from ._prototypes import build_prototypes, resolve_candidates
 from .annotate_markers import marker_score_matrix
@@ -61,7 +62,7 @@ def annotate(
     groupby: str | None = None,
     layer: str | None = None,
     use_raw: bool = False,
-    source: object = "builtin",
+    source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
     species: str = "human",
     prototype: str = "card+markers",

@@ -14,6 +14,7 @@ from .._errors import KbfmInputError, closest_names
 from .._provenance import record_step
 from .._settings import settings
 from .._validate import check_adata
+from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._deconv_inputs import (
     check_labels,
     counts_matrix,
@@ -76,7 +77,7 @@ def deconvolve(
     n_epochs: int = 1000,
     lr: float = 0.05,
     gamma_sd: float = 0.5,
-    knowledge_source: object = "builtin",
+    knowledge_source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str = "minilm",
     smoothing: float = 20.0,
     n_neighbors: int = 10,

@@ -15,6 +15,7 @@ from .._provenance import record_step
 from .._settings import settings
 from .._validate import expression_matrix
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
+from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._gene_vectors import gene_vectors
 from .embed_genes import GENE_TEXT_KEY
 
@@ -143,7 +144,7 @@ def embed_cells(
     weighting: Literal["expression", "relative"] = "expression",
     layer: str | None = None,
     use_raw: bool = False,
-    source: object = "builtin",
+    source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
     species: str = "human",
     top_k: int = 50,

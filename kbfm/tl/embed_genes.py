@@ -7,6 +7,7 @@ from anndata import AnnData
 from .._provenance import record_step
 from .._validate import check_adata
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder
+from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._gene_vectors import gene_vectors
 
 GENE_TEXT_KEY = "kbfm_gene_text"
@@ -15,7 +16,7 @@ GENE_TEXT_KEY = "kbfm_gene_text"
 def embed_genes(
     adata: AnnData,
     *,
-    source: object = "builtin",
+    source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
     species: str = "human",
     key_added: str = GENE_TEXT_KEY,
