@@ -18,6 +18,9 @@ knowledge_app = typer.Typer(
     help="Manage gene and cell-type knowledge sources.", no_args_is_help=True
 )
 app.add_typer(knowledge_app, name="knowledge")
+from .cli_models import models_app  # noqa: E402 - sub-app, light import
+
+app.add_typer(models_app, name="models")
 
 InPath = Annotated[Path, typer.Argument(help="Input .h5ad file.")]
 OutOpt = Annotated[

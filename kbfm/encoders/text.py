@@ -26,6 +26,7 @@ import numpy as np
 
 from .._cache import EmbeddingCache
 from .._errors import KbfmInputError, KbfmUnavailableError, closest_names
+from .._model_store import store_source
 from ._text_backends import (
     HFMeanPoolEncoder,
     OpenAIEmbeddingsEncoder,
@@ -114,10 +115,12 @@ for _spec in (
     TextEncoderSpec(
         "mpnet",
         "sentence_transformers",
-        "sentence-transformers/all-mpnet-base-v2",
+        store_source("mpnet", fallback="sentence-transformers/all-mpnet-base-v2"),
         768,
         "Apache-2.0",
-        "all-mpnet-base-v2, stronger general-domain sentence encoder (hub)",
+        "all-mpnet-base-v2 (general domain, stronger than minilm), from the kbfm model store; "
+        "install with `kbfm models install mpnet` (else the hub copy, online only)",
+        offline=True,
     ),
     TextEncoderSpec(
         "pubmedbert",
