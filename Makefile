@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.kbfm-installed
 # Everything runs offline: model weights come from installed packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint bench clean go-db
 
 venv: $(STAMP)
 
@@ -38,3 +38,23 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
+
+# Optional offline Gene Ontology source: Debian's Bioconductor SQLite files, extracted
+# (not installed, which would pull in R) where kbfm.knowledge.go_annotations looks for them.
+# Packages missing from the configured apt sources (e.g. org.mm on bookworm) are skipped.
+go-db:
+	@if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1; then \
+	  echo "go-db: apt-get/dpkg-deb not found; skipping (set KBFM_GO_DB_DIR to a folder with the .sqlite files instead)."; \
+	else \
+	  dest="$${KBFM_CACHE_DIR:-$$HOME/.cache/kbfm}/knowledge/debian"; \
+	  tmp=$$(mktemp -d) && mkdir -p "$$dest" && \
+	  for pkg in r-bioc-org.hs.eg.db r-bioc-org.mm.eg.db r-bioc-go.db; do \
+	    (cd "$$tmp" && apt-get download -q "$$pkg") || echo "go-db: $$pkg not available from apt (try apt-get update); skipped."; \
+	  done; \
+	  n=0; for deb in "$$tmp"/*.deb; do \
+	    [ -e "$$deb" ] || continue; dpkg-deb -x "$$deb" "$$dest" && n=$$((n + 1)); \
+	  done; \
+	  rm -rf "$$tmp"; \
+	  echo "go-db: extracted $$n package(s) into $$dest"; \
+	  find "$$dest" -name '*.sqlite' -print; \
+	fi

@@ -17,6 +17,14 @@ from .gene_symbols import (
     mouse_to_human,
     normalize_symbols,
 )
+from .go_annotations import (
+    GODatabases,
+    GOTerm,
+    find_go_databases,
+    go_annotations,
+    go_status,
+    go_term_definitions,
+)
 from .llm_descriptions import generate_gene_descriptions
 from .markers import MARKER_TABLE_VERSION, load_marker_file, marker_sets, marker_table
 from .ncbi_download import download_ncbi
@@ -27,13 +35,19 @@ __all__ = [
     "MARKER_TABLE_VERSION",
     "CellOntology",
     "CellTypeTerm",
+    "GODatabases",
+    "GOTerm",
     "GeneKnowledge",
     "GeneMatchReport",
     "alias_table_from_ncbi",
     "available_versions",
     "download_ncbi",
     "ensembl_to_symbol",
+    "find_go_databases",
     "generate_gene_descriptions",
+    "go_annotations",
+    "go_status",
+    "go_term_definitions",
     "human_to_mouse",
     "load_gene_knowledge",
     "load_marker_file",
