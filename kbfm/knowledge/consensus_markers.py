@@ -31,6 +31,12 @@ _FILES = {
     ),
     "data/cl_to_meta.json": "a17f5400bcf8c04bb8820296b9b7ec005062c33af158c131f3d0d958624025d5",
 }
+_LINEAGE_FILE = (
+    "data/consensus_cache_meta.pkl",
+    "740ae96eb6a96d25ccfe4124723571bbdbb0b08241b2ef35929c8efcec8e72c6",
+)
+#: Lineage keys that are not a lineage of normal cells.
+_NOT_LINEAGES = ("other", "parathyroid")
 #: Genes kept per cell type (ranked); callers usually take the first 20-50.
 MAX_MARKERS = 100
 _DF_TOP = 200
@@ -132,3 +138,37 @@ def load_consensus_knowledge() -> ConsensusKnowledge:
         lineage_names=dict(meta.get("meta_groups", {})),
         version=f"{PACKAGE}-{PACKAGE_VERSION}",
     )
+
+
+@lru_cache(maxsize=1)
+def load_lineage_markers() -> dict[str, list[str]]:
+    """Return marker genes per cellconsensus lineage (``"neural"``, ``"t_cell"``, ...).
+
+    Read from the package's level-1 consensus table (hash-checked) and ranked like the
+    cell-type markers. Cancer groups and catch-alls are left out.
+
+    Returns
+    -------
+    ``{lineage key: [genes, best first]}``, at most :data:`MAX_MARKERS` each.
+
+    Examples
+    --------
+    >>> load_lineage_markers()["endothelial"][:2]
+    ['PECAM1', 'CDH5']
+    """
+    relative, sha256 = _LINEAGE_FILE
+    raw = load_verified_pickle(package_file(PACKAGE, relative), sha256)
+    if not isinstance(raw, dict) or "consensus" not in raw:
+        msg = f"{relative} of {PACKAGE} does not hold the expected lineage tables."
+        raise KbfmInputError(msg)
+    groups = {
+        k: v
+        for k, v in raw["consensus"].items()
+        if not k.startswith("cancer") and k not in _NOT_LINEAGES
+    }
+    df: dict[str, int] = {}
+    for weights in groups.values():
+        for gene in sorted(weights, key=weights.get, reverse=True)[:_DF_TOP]:
+            df[gene] = df.get(gene, 0) + 1
+    # log(n / df) is 0 for genes every lineage lists; n + 1 keeps them, ranked last.
+    return {k: [g for g, _ in _ranked(w, df, len(groups) + 1)] for k, w in groups.items()}

@@ -1,10 +1,13 @@
-"""Curated cell-type marker genes, and loaders for public marker tables.
+"""Cell-type marker genes, and loaders for public marker tables.
 
-``data/markers_human.tsv`` is kbfm's own curation: 4-8 canonical markers for each of 47
-Cell Ontology terms. Every row says what kind of evidence it is (``protein``: a surface,
-lineage or histology marker; ``rna``: a transcript marker in single-cell RNA-seq) and
-where the fact is reported (see ``data/README.md``). Mouse markers are derived from it
-through the ortholog tables in :mod:`kbfm.knowledge.gene_symbols`.
+:func:`marker_sets` joins two sources: ``data/markers_human.tsv``, kbfm's own curation
+(4-8 canonical markers for each of 47 Cell Ontology terms), and the consensus markers
+for 1,375 Cell Ontology types read from the ``cellconsensus`` wheel
+(:mod:`kbfm.knowledge.consensus_markers`). Every row of the curated table says what kind
+of evidence it is (``protein``: a surface, lineage or histology marker; ``rna``: a
+transcript marker in single-cell RNA-seq) and where the fact is reported (see
+``data/README.md``). Mouse markers are derived through the ortholog tables in
+:mod:`kbfm.knowledge.gene_symbols`.
 """
 
 from __future__ import annotations
@@ -75,25 +78,69 @@ def marker_table(species: str = "human") -> pd.DataFrame:
     return table.dropna(subset=["gene"]).reset_index(drop=True)
 
 
+#: Marker knowledge: kbfm's curated table, cellconsensus, or both (curated first).
+MARKER_SOURCES = ("combined", "curated", "consensus")
+#: Consensus markers taken per cell type by default.
+DEFAULT_TOP_MARKERS = 20
+
+
+@lru_cache(maxsize=8)
+def _all_marker_sets(species: str, source: str, top_n: int) -> dict[str, tuple[str, ...]]:
+    sets: dict[str, list[str]] = {}
+    if source in ("combined", "curated"):
+        table = marker_table(species)
+        for cid, gene in zip(table["cl_id"], table["gene"], strict=True):
+            genes = sets.setdefault(cid, [])
+            if gene not in genes:
+                genes.append(gene)
+    if source in ("combined", "consensus"):
+        from .consensus_markers import load_consensus_knowledge
+
+        consensus = {
+            cid: [g for g, _ in ranked[:top_n]]
+            for cid, ranked in load_consensus_knowledge().markers.items()
+        }
+        if species == "mouse":
+            from .gene_symbols import human_to_mouse
+
+            genes = {g for v in consensus.values() for g in v}
+            to_mouse = human_to_mouse(genes, many_to_many=False)
+            consensus = {c: [to_mouse[g] for g in v if g in to_mouse] for c, v in consensus.items()}
+        for cid, genes in consensus.items():
+            merged = list(dict.fromkeys([*sets.get(cid, []), *genes]))
+            sets[cid] = merged[: max(top_n, len(sets.get(cid, [])))]
+    return {c: tuple(v) for c, v in sets.items() if v}
+
+
 def marker_sets(
     species: str = "human",
     cell_types: Iterable[str] | None = None,
     ontology: CellOntology | None = None,
+    *,
+    source: str = "combined",
+    top_n: int = DEFAULT_TOP_MARKERS,
 ) -> dict[str, list[str]]:
     """Return marker genes per Cell Ontology id.
 
     Parameters
     ----------
     species
-        ``"human"`` or ``"mouse"`` (see :func:`marker_table`).
+        ``"human"`` or ``"mouse"`` (human markers translated through one-to-one and
+        one-to-many orthologs, see :func:`marker_table`).
     cell_types
         Ids, labels or synonyms (one string is read as a list of one); default: every
-        curated cell type. A requested type
-        without markers of its own gets the union of the markers of its curated
-        descendants, in table order (e.g. ``"leukocyte"`` or ``"lymphocyte"``). A type
-        with neither maps to an empty list, and a warning is logged.
+        cell type with markers. A requested type without markers of its own gets the
+        union of the markers of its descendants, best-supported first (e.g.
+        ``"leukocyte"``). A type with neither maps to an empty list, and a warning is
+        logged.
     ontology
         The :class:`~kbfm.knowledge.CellOntology` to resolve names (default: latest).
+    source
+        ``"combined"`` (default): kbfm's curated markers first, then the consensus
+        markers of ``cellconsensus`` up to ``top_n`` genes (1,375 types);
+        ``"curated"``: kbfm's table only (47 types); ``"consensus"``: cellconsensus only.
+    top_n
+        Consensus markers per type (curated markers are always all kept).
 
     Returns
     -------
@@ -103,15 +150,18 @@ def marker_sets(
     --------
     >>> marker_sets(cell_types=["B cell"])["CL:0000236"][:2]
     ['MS4A1', 'CD79A']
+    >>> marker_sets(cell_types=["astrocyte"], source="consensus")["CL:0000127"][:3]
+    ['GFAP', 'AQP4', 'SLC1A3']
     """
-    table = marker_table(species)
-    curated: dict[str, list[str]] = {}
-    for cid, gene in zip(table["cl_id"], table["gene"], strict=True):
-        genes = curated.setdefault(cid, [])
-        if gene not in genes:
-            genes.append(gene)
+    if source not in MARKER_SOURCES:
+        msg = f"Unknown marker source {source!r}; choose one of {list(MARKER_SOURCES)}."
+        raise KbfmInputError(msg)
+    if species not in _PANGLAO_SPECIES:
+        msg = f"species must be 'human' or 'mouse', got {species!r}."
+        raise KbfmInputError(msg)
+    known = {c: list(v) for c, v in _all_marker_sets(species, source, int(top_n)).items()}
     if cell_types is None:
-        return curated
+        return known
     if isinstance(cell_types, str):
         cell_types = [cell_types]
     from .cell_ontology import CellOntology
@@ -120,14 +170,14 @@ def marker_sets(
     out: dict[str, list[str]] = {}
     for name in cell_types:
         cid = onto.term(name).id
-        if cid in curated:
-            out[cid] = curated[cid]
+        if cid in known:
+            out[cid] = known[cid]
             continue
         below = set(onto.descendants(cid, include_self=False))
-        union = [g for c, genes in curated.items() if c in below for g in genes]
-        out[cid] = list(dict.fromkeys(union))
+        union = [g for c, genes in known.items() if c in below for g in genes[:5]]
+        out[cid] = list(dict.fromkeys(union))[: max(top_n, 1)]
         if not out[cid]:
-            logger.warning("no curated markers for %s (%s) or its descendants", name, cid)
+            logger.warning("no markers for %s (%s) or its descendants", name, cid)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ import numpy as np
 from .._errors import KbfmInputError, preview
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +40,20 @@ class GeneVectors:
     provenance: dict
 
 
+def _with_detected_species(knowledge):
+    """A file or object source says nothing of its species: read it off its symbols."""
+    from ..knowledge.species import detect_species
+
+    try:
+        found = detect_species(list(knowledge.symbols)[:5000])
+    except KbfmInputError:
+        return knowledge
+    if found != knowledge.species:
+        logger.info("knowledge %r holds %s gene symbols", knowledge.source, found)
+        knowledge.species = found
+    return knowledge
+
+
 def gene_vectors(
     gene_names: Sequence[str],
     *,
@@ -56,7 +73,10 @@ def gene_vectors(
     encoder
         Text encoder name or object.
     species
-        Species of the gene names (``"human"`` or ``"mouse"``).
+        Species of the gene names: ``"human"``, ``"mouse"`` or ``"auto"`` (detected
+        from their spelling). When the knowledge source is of the other species (e.g.
+        a human-only GenePT file for mouse data), names are mapped through orthologs
+        and the match report says so.
     cache
         Use the on-disk embedding cache.
 
@@ -65,10 +85,25 @@ def gene_vectors(
     A :class:`GeneVectors`.
     """
     from ..knowledge import load_gene_knowledge, looks_like_ensembl, normalize_symbols
+    from ..knowledge.gene_descriptions import GENE_KNOWLEDGE_SOURCES
+    from ..knowledge.species import resolve_species
 
     gene_names = [str(g) for g in gene_names]
+    species = resolve_species(species, gene_names)
     knowledge = load_gene_knowledge(source, species=species)
-    symbols, report = normalize_symbols(gene_names, species=species, known=knowledge.symbols)
+    if not isinstance(source, str) or source not in GENE_KNOWLEDGE_SOURCES:
+        knowledge = _with_detected_species(knowledge)
+    symbols, report = normalize_symbols(
+        gene_names, species=species, target_species=knowledge.species, known=knowledge.symbols
+    )
+    if knowledge.species != species:
+        logger.info(
+            "%s gene names mapped to %s knowledge %r through orthologs: %s",
+            species,
+            knowledge.species,
+            knowledge.source,
+            report.summary(),
+        )
     matched = [i for i, s in enumerate(symbols) if s is not None and s in knowledge]
     if not matched:
         hint = ""
@@ -100,5 +135,6 @@ def gene_vectors(
         "n_genes": len(gene_names),
         "n_genes_with_knowledge": len(matched),
         "species": species,
+        "knowledge_species": knowledge.species,
     }
     return GeneVectors(matrix, mask, symbols, report, provenance)

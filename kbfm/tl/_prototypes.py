@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._errors import KbfmInputError, preview
+from .._errors import KbfmInputError
 from ..encoders import TextEncoder, encode_texts
 
 PROTOTYPE_KINDS = ("card", "markers", "card+markers")
@@ -33,11 +33,14 @@ class CellTypePrototypes:
 def resolve_candidates(candidates: object, ontology, species: str = "human") -> list[str]:
     """Turn a candidate spec into Cell Ontology ids.
 
+    A thin wrapper of :func:`kbfm.tl._candidates.resolve_candidates` without data
+    (``"auto"`` needs data there).
+
     Parameters
     ----------
     candidates
-        ``None`` (every cell type with curated markers), a root term name/id (its
-        descendants that have curated markers, e.g. ``"leukocyte"``), or a list of
+        ``None`` (every cell type with marker knowledge), a branch name/id (its
+        descendants that have markers, e.g. ``"neuron"``), or a list of
         ids/labels/synonyms.
     ontology
         A :class:`~kbfm.knowledge.CellOntology`.
@@ -48,26 +51,9 @@ def resolve_candidates(candidates: object, ontology, species: str = "human") -> 
     -------
     Sorted unique CL ids.
     """
-    from ..knowledge import marker_sets
+    from ._candidates import resolve_candidates as resolve
 
-    curated = set(marker_sets(species=species))
-    if candidates is None:
-        ids = sorted(curated)
-    elif isinstance(candidates, str):
-        root = ontology.term(candidates).id
-        ids = sorted(set(ontology.descendants(root, include_self=True)) & curated)
-        if not ids:
-            msg = (
-                f"No cell type under {candidates!r} ({root}) has curated markers; "
-                "pass an explicit list of cell types instead."
-            )
-            raise KbfmInputError(msg)
-    else:
-        ids = sorted({ontology.term(c).id for c in candidates})
-    if len(ids) < 2:
-        msg = f"Need at least two candidate cell types, got {preview(ids)}."
-        raise KbfmInputError(msg)
-    return ids
+    return resolve(candidates, ontology, species).ids
 
 
 def build_prototypes(

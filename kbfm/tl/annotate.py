@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
@@ -10,15 +11,23 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
 from .._provenance import record_step
-from .._validate import expression_matrix
+from .._validate import check_adata
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
+from ..knowledge.species import resolve_species
+from ._candidates import TISSUE_LINEAGES
+from ._candidates import resolve_candidates as resolve_candidates_full
+from ._expression import log_expression
 from ._gene_vectors import gene_vectors
-from ._prototypes import build_prototypes, resolve_candidates
+from ._prototypes import build_prototypes
 from .annotate_markers import marker_score_matrix
 from .embed_cells import _genept_w
 
+logger = logging.getLogger(__name__)
+
 CELLTYPE_KEY = "kbfm_celltype"
+#: Below this share of genes with knowledge, annotate warns.
+MIN_KNOWLEDGE_SHARE = 0.2
 AUTO_CLUSTER_KEY = "kbfm_clusters"
 METHODS = ("zero_shot", "marker_score", "llm")
 
@@ -54,24 +63,41 @@ def _group_mean(values: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.
     return sums / counts, inverse
 
 
+def _report_coverage(provenance: dict) -> None:
+    n, k = provenance["n_genes"], provenance["n_genes_with_knowledge"]
+    logger.info(
+        "annotate: %d of %d genes carry knowledge (%s)", k, n, provenance["knowledge_source"]
+    )
+    if n and k / n < MIN_KNOWLEDGE_SHARE:
+        logger.warning(
+            "only %d of %d genes (%.0f%%) carry knowledge in %r: zero-shot annotation "
+            "rests on few genes. Use source='atlas' (every gene) or check species and "
+            "gene names.",
+            k,
+            n,
+            100 * k / n,
+            provenance["knowledge_source"],
+        )
+
+
 def annotate(
     adata: AnnData,
     *,
     method: Literal["zero_shot", "marker_score", "llm"] = "zero_shot",
-    candidates: object = None,
+    candidates: object = "auto",
     groupby: str | None = None,
     layer: str | None = None,
     use_raw: bool = False,
     source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
-    species: str = "human",
+    species: str = "auto",
     prototype: str = "card+markers",
     markers_in_card: bool = True,
     weighting: Literal["expression", "relative"] = "relative",
     center: bool | None = None,
     llm: object = "smollm2",
     llm_options: dict | None = None,
-    tissue: str = "unknown tissue",
+    tissue: str | None = None,
     constrained: bool | None = None,
     top_n: int = 10,
     key_added: str = CELLTYPE_KEY,
@@ -97,15 +123,26 @@ def annotate(
     method
         ``"zero_shot"`` or ``"marker_score"``.
     candidates
-        ``None`` (every cell type with curated markers), a Cell Ontology term whose
-        descendants are the candidates (e.g. ``"leukocyte"``), or a list of ids/labels.
+        ``"auto"`` (default): lineages chosen from ``tissue`` when it is one kbfm knows
+        (``"brain"``, ``"blood"``, ``"lymph node"``, ...), else voted by the data's
+        clusters, then every cell type of those lineages with marker knowledge.
+        A Cell Ontology branch (e.g. ``"neuron"``, ``"leukocyte"``): its descendants
+        with marker knowledge (kbfm's curated table or cellconsensus, 1,375 types).
+        ``None``: every type with marker knowledge. Or a list of ids/labels.
+        The count used is logged and recorded in ``uns``.
     groupby
         Annotate groups instead of cells: an ``obs`` column, or ``"auto"`` for Leiden
         clusters computed here (stored in ``obs["kbfm_clusters"]``).
     layer, use_raw
-        Where to read expression.
+        Where to read expression. By default ``X``; when ``X`` holds negative values
+        (Pearson residuals, scaled data) a log or counts layer or ``raw`` is used and
+        the choice logged. Counts are log-normalised on a copy (also before
+        ``groupby="auto"`` clustering).
     source, encoder, species
-        Gene knowledge, text encoder and species (see :func:`kbfm.tl.embed_genes`).
+        Gene knowledge (default ``"atlas"``: a card for every gene), text encoder and
+        species (``"auto"``: detected from the gene names; see
+        :func:`kbfm.tl.embed_genes`). A warning is logged when fewer than 20% of the
+        genes carry knowledge.
     prototype
         ``"card"`` (Cell Ontology card text), ``"markers"`` (mean text embedding of the
         cell type's marker genes) or ``"card+markers"`` (both).
@@ -118,7 +155,8 @@ def annotate(
         ``"hf:<id or path>"``, ``"openai:<model>"``, and backend options such as
         ``{"base_url": ..., "api_key_env": ...}``.
     tissue
-        Tissue named in the LLM prompt.
+        Tissue of the sample: chooses ``candidates="auto"`` lineages and is named in the
+        LLM prompt.
     constrained
         For ``method="llm"``: score the candidates by log-likelihood instead of free
         text (default: on for local models, off for HTTP endpoints).
@@ -128,8 +166,9 @@ def annotate(
         Subtract the mean cell embedding from the cells and the mean prototype from the
         prototypes before matching. GenePT-w over thousands of genes is dominated by a
         direction all cells share (every card then looks closest to the same cells);
-        centering removes it. ``None``: center for broad knowledge sources (NCBI,
-        GenePT, your tables), not for ``"builtin"``, which describes marker genes only.
+        centering removes it. ``None``: center for broad knowledge sources (atlas,
+        NCBI, GenePT, your tables), not for ``"builtin"``, which describes marker genes
+        only.
     key_added
         Prefix of the ``obs`` keys written.
     cache
@@ -158,27 +197,47 @@ def annotate(
         hint = closest_names(method, METHODS)
         msg = f"Unknown annotation method {method!r}; choose from {METHODS}.{hint}"
         raise KbfmInputError(msg)
-    X, names = expression_matrix(adata, layer=layer, use_raw=use_raw)
+    check_adata(adata)
     if groupby not in (None, "auto") and groupby not in adata.obs:
         msg = (
             f"groupby={groupby!r} is not a column of adata.obs; "
             f"use one of {list(adata.obs)} or 'auto'."
         )
         raise KbfmInputError(msg)
+    species = resolve_species(species, adata.raw.var_names if use_raw else adata.var_names)
+    expr = log_expression(adata, layer=layer, use_raw=use_raw)
+    X, names = expr.X, expr.names
     ontology = CellOntology.load()
-    ids = resolve_candidates(candidates, ontology, species=species)
-    params: dict = {
-        "method": method,
-        "n_candidates": len(ids),
-        "groupby": groupby,
-        "species": species,
-    }
 
     groups = None
     if groupby == "auto":
         groups = auto_clusters(X)
     elif groupby is not None:
         groups = adata.obs[groupby].astype(str).to_numpy()
+    vote_groups = groups
+    if vote_groups is None and isinstance(candidates, str) and candidates == "auto":
+        vote_groups = auto_clusters(X) if tissue not in TISSUE_LINEAGES else None
+    choice = resolve_candidates_full(
+        candidates,
+        ontology,
+        species,
+        tissue=tissue,
+        X=X,
+        gene_names=names,
+        groups=vote_groups,
+    )
+    ids = choice.ids
+    logger.info("annotate: %d candidate cell types (%s)", len(ids), choice.how)
+    params: dict = {
+        "method": method,
+        "n_candidates": len(ids),
+        "candidates_how": choice.how,
+        "candidate_lineages": choice.lineages,
+        "groupby": groupby,
+        "species": species,
+        "expression": expr.where,
+    }
+    tissue = tissue or "unknown tissue"
 
     if method == "llm":
         from .annotate_llm import annotate_groups_with_llm
@@ -214,6 +273,7 @@ def annotate(
         enc = get_text_encoder(encoder) if not isinstance(encoder, TextEncoder) else encoder
         gv = gene_vectors(names, source=source, encoder=enc, species=species, cache=cache)
         keep = np.flatnonzero(gv.has_knowledge)
+        _report_coverage(gv.provenance)
         cells = _genept_w(
             X[:, keep], gv.matrix[keep], relative=weighting == "relative", chunk_size=10_000
         )
