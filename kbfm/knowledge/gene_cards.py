@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 CARD_CELL_TYPES = 6
 CARD_GO_TERMS = 8
 _MARKER_DEPTH = 30
+_GO_MAX_GENES = 2000
 _BIOTYPE_TEXT = {
     "protein_coding": "a protein-coding gene",
     "lncRNA": "a long non-coding RNA gene",
@@ -99,8 +100,17 @@ def _go_terms(species: str) -> tuple[dict[str, list[str]], str | None]:
         )
         return {}, None
     annotations = go_annotations(species=species)
+
+    def order(t) -> tuple:
+        # Terms of 10+ genes first (rarer ones are often quirky), experimental
+        # evidence and biological processes before the rest, then the most specific.
+        return (t.n_genes < 10, not t.experimental, t.ontology != "BP", t.n_genes)
+
+    # Terms shared by thousands of genes ("protein binding", "cytoplasm") say nothing.
     terms = {
-        gene: list(dict.fromkeys(t.term for t in rows))[:CARD_GO_TERMS]
+        gene: list(
+            dict.fromkeys(t.term for t in sorted(rows, key=order) if t.n_genes <= _GO_MAX_GENES)
+        )[:CARD_GO_TERMS]
         for gene, rows in annotations.items()
     }
     return terms, f"GO-{species}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -18,6 +19,8 @@ from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._gene_vectors import gene_vectors
 from .embed_genes import GENE_TEXT_KEY
+
+logger = logging.getLogger(__name__)
 
 CELL_TEXT_KEY = "X_genetext"
 SENTENCE_TEMPLATE = "A cell with genes ranked by expression: {genes}"
@@ -137,6 +140,30 @@ def cell_sentences(
     return sentences
 
 
+def _can_reuse_gene_text(adata: AnnData, source: object, enc: TextEncoder, use_raw: bool) -> bool:
+    """Whether ``varm[GENE_TEXT_KEY]`` was built with this source and encoder."""
+    if use_raw or GENE_TEXT_KEY not in adata.varm or "kbfm_has_knowledge" not in adata.var:
+        return False
+    if adata.varm[GENE_TEXT_KEY].shape[1] != enc.dim:
+        return False
+    made = adata.uns.get("kbfm", {}).get("embed_genes", {})
+    same_encoder = made.get("encoder_model_id", enc.model_id) == enc.model_id
+    if source is None:
+        return same_encoder
+    wanted = source.source if hasattr(source, "source") else str(source)
+    built = str(made.get("knowledge_source", ""))
+    if same_encoder and built == wanted:
+        return True
+    logger.info(
+        "varm[%r] was built from knowledge %r with %s; recomputing for source %r.",
+        GENE_TEXT_KEY,
+        built or "unknown",
+        made.get("encoder", "an unknown encoder"),
+        wanted,
+    )
+    return False
+
+
 def embed_cells(
     adata: AnnData,
     *,
@@ -144,9 +171,9 @@ def embed_cells(
     weighting: Literal["expression", "relative"] = "expression",
     layer: str | None = None,
     use_raw: bool = False,
-    source: object = DEFAULT_GENE_KNOWLEDGE,
+    source: object = None,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
-    species: str = "human",
+    species: str = "auto",
     top_k: int = 50,
     chunk_size: int = 10_000,
     key_added: str = CELL_TEXT_KEY,
@@ -170,9 +197,12 @@ def embed_cells(
     layer, use_raw
         Where to read expression.
     source, encoder, species
-        Gene knowledge and text encoder (see :func:`kbfm.tl.embed_genes`). When
-        ``adata.varm["kbfm_gene_text"]`` exists and expression is read from ``X`` or a
-        layer, it is reused.
+        Gene knowledge, text encoder and species (``"auto"``: detected from the gene
+        names; see :func:`kbfm.tl.embed_genes`). ``source=None`` reuses
+        ``adata.varm["kbfm_gene_text"]`` from an earlier :func:`~kbfm.tl.embed_genes`
+        with the same encoder, else uses ``"atlas"``. A source given explicitly reuses
+        ``varm`` only when it was built from that same source and encoder; otherwise
+        the gene embeddings are recomputed (and a log line says why).
     top_k
         Genes per cell sentence.
     chunk_size
@@ -218,8 +248,10 @@ def embed_cells(
         "encoder_revision": enc.revision,
     }
     if method == "genept_w":
-        reuse = not use_raw and GENE_TEXT_KEY in adata.varm and "kbfm_has_knowledge" in adata.var
-        if reuse and adata.varm[GENE_TEXT_KEY].shape[1] == enc.dim:
+        reuse = _can_reuse_gene_text(adata, source, enc, use_raw)
+        if source is None:
+            source = DEFAULT_GENE_KNOWLEDGE
+        if reuse:
             genes = np.asarray(adata.varm[GENE_TEXT_KEY], dtype=np.float32)
             keep = np.asarray(adata.var["kbfm_has_knowledge"], dtype=bool)
             params["gene_embeddings"] = f"adata.varm[{GENE_TEXT_KEY!r}]"
