@@ -33,7 +33,7 @@ SourceOpt = Annotated[
         help="Gene knowledge: atlas (offline, every gene), builtin, ncbi, or a JSON/TSV/CSV path."
     ),
 ]
-SpeciesOpt = Annotated[str, typer.Option(help="human or mouse.")]
+SpeciesOpt = Annotated[str, typer.Option(help="auto (from gene names), human or mouse.")]
 LayerOpt = Annotated[str | None, typer.Option(help="Read expression from this layer.")]
 RawOpt = Annotated[bool, typer.Option("--use-raw", help="Read expression from adata.raw.")]
 
@@ -149,23 +149,9 @@ def info(
                 "description": description,
             }
         )
-    sources = [
-        {
-            "name": "builtin",
-            "offline": True,
-            "note": "curated marker facts + Cell Ontology definitions",
-        },
-        {
-            "name": "ncbi",
-            "offline": False,
-            "note": "NCBI gene_info + RefSeq summaries; `kbfm knowledge download ncbi`",
-        },
-        {
-            "name": "<file>.json / .tsv / .csv",
-            "offline": True,
-            "note": "GenePT JSON or your own table",
-        },
-    ]
+    from .knowledge.status import knowledge_status
+
+    sources = knowledge_status()
     if as_json:
         payload = {
             "version": __version__,
@@ -218,11 +204,11 @@ def info(
             )
         console.print(table)
         console.print(note)
-    ks = Table(title="gene knowledge sources")
-    for col in ("name", "offline", "note"):
+    ks = Table(title="knowledge sources")
+    for col in ("name", "found", "coverage", "note"):
         ks.add_column(col)
     for s in sources:
-        ks.add_row(s["name"], "yes" if s["offline"] else "after download", s["note"])
+        ks.add_row(s["name"], "yes" if s["found"] else "no", json.dumps(s["counts"]), s["note"])
     console.print(ks)
 
 
@@ -232,7 +218,7 @@ def embed_genes_cmd(
     out: OutOpt = None,
     source: SourceOpt = "atlas",
     encoder: EncoderOpt = "minilm",
-    species: SpeciesOpt = "human",
+    species: SpeciesOpt = "auto",
 ) -> None:
     """Embed each gene's knowledge text into varm['kbfm_gene_text']."""
     from . import tl
@@ -252,7 +238,7 @@ def embed_cells_cmd(
     use_raw: RawOpt = False,
     source: SourceOpt = "atlas",
     encoder: EncoderOpt = "minilm",
-    species: SpeciesOpt = "human",
+    species: SpeciesOpt = "auto",
 ) -> None:
     """Embed each cell/spot into obsm['X_genetext']."""
     from . import tl
@@ -280,19 +266,25 @@ def annotate(
     method: Annotated[str, typer.Option(help="zero_shot, marker_score or llm.")] = "zero_shot",
     candidates: Annotated[
         str | None,
-        typer.Option(help="Ontology root (e.g. leukocyte) or comma-separated cell types."),
-    ] = None,
+        typer.Option(
+            help="auto (lineages from --tissue or the data), an ontology branch "
+            "(e.g. neuron), 'all', or comma-separated cell types."
+        ),
+    ] = "auto",
     groupby: Annotated[str | None, typer.Option(help="obs column or 'auto' (Leiden).")] = None,
     layer: LayerOpt = None,
     use_raw: RawOpt = False,
     source: SourceOpt = "atlas",
     encoder: EncoderOpt = "minilm",
-    species: SpeciesOpt = "human",
+    species: SpeciesOpt = "auto",
     llm: Annotated[
         str, typer.Option(help="For --method llm: smollm2, hf:<id>, openai:<model>, dry-run.")
     ] = "smollm2",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
-    tissue: Annotated[str, typer.Option(help="Tissue named in the LLM prompt.")] = "unknown tissue",
+    tissue: Annotated[
+        str | None,
+        typer.Option(help="Tissue (e.g. brain, blood): picks auto candidates; named to LLMs."),
+    ] = None,
     constrained: Annotated[
         bool | None,
         typer.Option(
@@ -305,12 +297,13 @@ def annotate(
     from . import tl
 
     cands = candidates.split(",") if candidates and "," in candidates else candidates
+    if cands == "all":
+        cands = None
     llm_kwargs = {}
     if method == "llm":
         llm_kwargs = {
             "llm": llm,
             "llm_options": {"base_url": base_url} if base_url else None,
-            "tissue": tissue,
             "constrained": constrained,
         }
     _roundtrip(
@@ -326,6 +319,7 @@ def annotate(
             source=source,
             encoder=encoder,
             species=species,
+            tissue=tissue,
             **llm_kwargs,
         ),
     )

@@ -92,6 +92,13 @@ def _go_terms(species: str) -> tuple[dict[str, list[str]], str | None]:
         from .go_annotations import find_go_databases, go_annotations
     except ImportError:  # pragma: no cover - module ships with kbfm
         return {}, None
+    if species == "mouse" and find_go_databases("mouse") is None and find_go_databases("human"):
+        from .gene_symbols import mouse_to_human
+
+        human, version = _go_terms("human")
+        to_human = mouse_to_human(gene_table_symbols("mouse"), many_to_many=False)
+        terms = {m: human[h] for m, h in to_human.items() if h in human}
+        return terms, f"{version}-via-orthologs" if version else None
     if find_go_databases(species) is None:
         logger.info(
             "Gene Ontology databases for %s not found: gene cards carry names and "
@@ -114,6 +121,13 @@ def _go_terms(species: str) -> tuple[dict[str, list[str]], str | None]:
         for gene, rows in annotations.items()
     }
     return terms, f"GO-{species}"
+
+
+def gene_table_symbols(species: str) -> list[str]:
+    """All symbols of the gene table of ``species``."""
+    from .gene_table import gene_table
+
+    return list(gene_table(species).index)
 
 
 def compose_card(

@@ -18,7 +18,7 @@ def embed_genes(
     *,
     source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
-    species: str = "human",
+    species: str = "auto",
     key_added: str = GENE_TEXT_KEY,
     cache: bool = True,
     copy: bool = False,
@@ -34,13 +34,17 @@ def embed_genes(
     adata
         Data whose ``var_names`` are gene symbols or Ensembl ids.
     source
-        Gene knowledge: ``"builtin"`` (offline, marker genes only), ``"ncbi"`` (after
+        Gene knowledge: ``"atlas"`` (default, offline: a card for every gene, from
+        HGNC/Ensembl names, cell-type markers and GO terms when found), ``"builtin"``
+        (curated marker genes only), ``"ncbi"`` (after
         ``kbfm knowledge download ncbi``), a GenePT JSON, a TSV/CSV file, or a
         :class:`~kbfm.knowledge.GeneKnowledge`.
     encoder
         Text encoder name (``kbfm info`` lists them) or object.
     species
-        ``"human"`` or ``"mouse"``.
+        ``"human"``, ``"mouse"`` or ``"auto"`` (detected from the gene names). Mouse
+        genes use mouse cards; a human-only source (a GenePT file) is reached through
+        orthologs, with the match counts in ``uns``.
     key_added
         Key in ``adata.varm``.
     cache
