@@ -34,7 +34,8 @@ def simulated(ontology):
 
 @pytest.mark.parametrize("groupby", [None, "auto"])
 def test_zero_shot_recovers_simulated_types(simulated, groupby):
-    kbfm.tl.annotate(simulated, candidates="leukocyte", groupby=groupby)
+    # A closed candidate list: the four types and two distractors.
+    kbfm.tl.annotate(simulated, candidates=[*TYPES, "T cell", "neutrophil"], groupby=groupby)
     result = kbfm.tl.evaluate_annotation(
         simulated.obs["cell_type"].astype(str), simulated.obs["kbfm_celltype_id"].astype(str)
     )
@@ -42,6 +43,22 @@ def test_zero_shot_recovers_simulated_types(simulated, groupby):
     assert simulated.obs["kbfm_celltype_score"].between(-1, 1).all()
     assert simulated.obsm["kbfm_celltype_scores"].shape[0] == simulated.n_obs
     assert simulated.uns["kbfm"]["annotate"]["method"] == "zero_shot"
+
+
+def test_zero_shot_over_a_whole_branch(simulated, caplog):
+    """'leukocyte' now opens ~120 knowledge-bearing types, not the 30 curated ones."""
+    with caplog.at_level("INFO", logger="kbfm"):
+        kbfm.tl.annotate(simulated, candidates="leukocyte", groupby="auto")
+    record = simulated.uns["kbfm"]["annotate"]
+    assert record["n_candidates"] > 60
+    assert "branch 'leukocyte'" in record["candidates_how"]
+    assert any("candidate cell types" in r.message for r in caplog.records)
+    result = kbfm.tl.evaluate_annotation(
+        simulated.obs["cell_type"].astype(str), simulated.obs["kbfm_celltype_id"].astype(str)
+    )
+    # Exact or a parent/child of the truth (monocyte -> classical monocyte).
+    assert result["ontology_accuracy"] >= 0.8
+    assert result["none"] <= 0.05
 
 
 def test_marker_score_baseline_recovers_simulated_types(simulated):

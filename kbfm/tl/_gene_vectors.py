@@ -59,7 +59,7 @@ def gene_vectors(
     *,
     source: object = DEFAULT_GENE_KNOWLEDGE,
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
-    species: str = "human",
+    species: str = "auto",
     cache: bool = True,
 ) -> GeneVectors:
     """Embed the knowledge text of each gene, after normalising the gene names.
