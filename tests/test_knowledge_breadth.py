@@ -152,7 +152,7 @@ def test_branch_gives_knowledge_bearing_descendants(ontology):
 
 
 def test_unknown_branch_suggests_close_labels(ontology):
-    with pytest.raises(KbfmInputError, match="Did you mean.*neuron"):
+    with pytest.raises(KbfmInputError, match=r"Did you mean.*neuron"):
         resolve_candidates("neuronn", ontology)
 
 
