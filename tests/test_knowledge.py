@@ -139,7 +139,7 @@ def test_genept_json_and_table_loaders(tmp_path):
 
 
 def test_unknown_source_lists_known_ones():
-    with pytest.raises(KbfmInputError, match=r"\['builtin', 'ncbi'\]"):
+    with pytest.raises(KbfmInputError, match=r"\['atlas', 'builtin', 'ncbi'\]"):
         load_gene_knowledge("wikipedia")
 
 

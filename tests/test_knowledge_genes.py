@@ -197,7 +197,7 @@ def test_registry_names_and_paths(tmp_path):
 
 
 def test_unknown_source_lists_the_known_ones():
-    with pytest.raises(KbfmInputError, match=r"\['builtin', 'ncbi'\].*Did you mean: 'ncbi'"):
+    with pytest.raises(KbfmInputError, match=r"\['atlas', 'builtin', 'ncbi'\].*Did you mean: 'ncbi'"):
         load_gene_knowledge("ncbii")
 
 
