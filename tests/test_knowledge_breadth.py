@@ -243,3 +243,16 @@ def test_zero_shot_deconvolution_beyond_blood():
     assert props.shape == (20, 3)
     assert np.allclose(np.asarray(props).sum(axis=1), 1, atol=1e-4)
     assert np.asarray(props)[:, 2].mean() < 0.34  # no neuron markers in these spots
+
+
+def test_zero_shot_deconvolution_borrows_markers_for_unmeasured_types():
+    ref = _brain_counts("mouse", n=10)
+    spots = sc.AnnData(ref.X[:20] + ref.X[20:40])
+    spots.var_names = ref.var_names
+    # No marker list of its own in the knowledge: takes its hippocampal-neuron ancestor's.
+    kbfm.tl.deconvolve(
+        spots, method="knowledge", cell_types=["astrocyte", "dentate gyrus granule cell"]
+    )
+    origin = spots.uns["kbfm"]["deconvolve"]["marker_origin"]
+    assert origin["dentate gyrus granule cell"].startswith("ancestor")
+    assert spots.obsm["kbfm_proportions"].shape == (20, 2)

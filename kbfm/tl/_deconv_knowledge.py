@@ -84,10 +84,56 @@ def smooth_signatures(
     return out * totals[None, :], report
 
 
+#: A type needs this many of its marker genes in the panel before kbfm looks further.
+MIN_PANEL_MARKERS = 3
+_DEEP_MARKERS = 100
+
+
+def _panel_markers(
+    cid: str, onto, species: str, panel: set[str] | None, shallow: dict, deep: dict
+) -> tuple[list[str], str]:
+    """Markers of ``cid`` measured in ``panel``, and where they came from.
+
+    Its own top markers first; when fewer than :data:`MIN_PANEL_MARKERS` are measured,
+    deeper into its ranked list, then the nearest ancestor that has measured markers
+    (a dentate gyrus granule cell borrows from its neuron ancestors).
+    """
+    from ..knowledge.cell_ontology import GENERIC_TERMS
+
+    own = shallow.get(cid, [])
+    if panel is None:
+        return own, "own"
+
+    def measured(genes):
+        return [g for g in genes if g.upper() in panel]
+
+    if len(measured(own)) >= MIN_PANEL_MARKERS:
+        return own, "own"
+    deeper = measured(deep.get(cid, []))
+    if len(deeper) >= MIN_PANEL_MARKERS:
+        return deeper, "own, deeper in the ranked list"
+    for ancestor in onto.term(cid).ancestors:
+        if ancestor in GENERIC_TERMS:
+            continue
+        borrowed = measured(deep.get(ancestor, []))
+        if len(borrowed) >= MIN_PANEL_MARKERS:
+            merged = list(dict.fromkeys([*deeper, *borrowed]))
+            return merged, f"ancestor {onto.term(ancestor).label} ({ancestor})"
+    return deeper or own, "own"
+
+
 def resolve_cell_types(
-    cell_types: Sequence[str], *, species: str, markers: Mapping[str, Sequence[str]] | None
+    cell_types: Sequence[str],
+    *,
+    species: str,
+    markers: Mapping[str, Sequence[str]] | None,
+    gene_names: Sequence[str] | None = None,
 ) -> tuple[list[str], dict[str, list[str]], dict]:
     """Marker genes per requested cell type, from ``markers`` or from kbfm.knowledge.
+
+    With ``gene_names`` (the spatial panel), a type whose markers are not measured
+    reaches deeper into its ranked consensus markers, then borrows the markers of its
+    nearest ancestor that has measured ones; provenance says which types did.
 
     Returns
     -------
@@ -113,16 +159,29 @@ def resolve_cell_types(
     for name in cell_types:
         ids.append(onto.term(name).id)  # raises with the closest labels when unknown
         labels.append(str(name))
-    sets = marker_sets(species=species, cell_types=ids, ontology=onto)
-    by_label = {lab: list(sets.get(cid, [])) for lab, cid in zip(labels, ids, strict=True)}
+    shallow = marker_sets(species=species, cell_types=ids, ontology=onto)
+    deep = marker_sets(species=species, top_n=_DEEP_MARKERS)
+    for cid in ids:
+        deep.setdefault(cid, shallow.get(cid, []))
+    panel = {str(g).upper() for g in gene_names} if gene_names is not None else None
+    by_label, origin = {}, {}
+    for lab, cid in zip(labels, ids, strict=True):
+        by_label[lab], origin[lab] = _panel_markers(cid, onto, species, panel, shallow, deep)
     empty = [lab for lab, genes in by_label.items() if not genes]
     if empty:
         msg = (
-            f"kbfm.knowledge has no marker genes for {empty}; pass markers={{type: [genes]}} "
-            "or choose broader / other cell types."
+            f"kbfm.knowledge has no marker genes for {empty} or their ancestors; pass "
+            "markers={type: [genes]} or choose broader / other cell types."
         )
         raise KbfmInputError(msg)
-    prov = {"markers": "kbfm.knowledge.marker_sets", "cl_ids": dict(zip(labels, ids, strict=True))}
+    borrowed = {lab: how for lab, how in origin.items() if how != "own"}
+    if borrowed:
+        logger.info("zero-shot markers beyond the type's own top list: %s", borrowed)
+    prov = {
+        "markers": "kbfm.knowledge.marker_sets (curated + cellconsensus)",
+        "cl_ids": dict(zip(labels, ids, strict=True)),
+        "marker_origin": borrowed,
+    }
     return labels, by_label, prov
 
 

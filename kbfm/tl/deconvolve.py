@@ -200,7 +200,7 @@ def deconvolve(
 
         sp_species = guess_species(sp_names) if species == "auto" else species
         labels, by_label, prov = resolve_cell_types(
-            cell_types or [], species=sp_species, markers=markers
+            cell_types or [], species=sp_species, markers=markers, gene_names=sp_names
         )
         S, gene_idx, report = marker_signatures(sp_names, by_label)
         Y = _dense(Y_all[:, gene_idx])
