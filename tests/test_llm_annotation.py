@@ -47,8 +47,36 @@ def test_dry_run_returns_prompts_without_calling(pbmc):
     kbfm.tl.annotate(pbmc, method="llm", llm="dry-run", groupby="cluster", tissue="blood")
     record = pbmc.uns["kbfm"]["annotate_llm_dry_run"]
     assert "human blood" in record["dry_run_prompts"][0]
-    assert record["estimated_prompt_tokens"] > 50 and record["prompt"] == "celltype_annotation.v1"
+    assert record["estimated_prompt_tokens"] > 50 and record["prompt"] == "celltype_annotation.v2"
+    prompt = record["dry_run_prompts"][0]
+    assert "allowed Cell Ontology types" in prompt
+    assert "MS4A1 [B cell" in prompt or "[" in prompt.split("\n")[-1]  # retrieved facts
     assert "kbfm_celltype" not in pbmc.obs
+    kbfm.tl.annotate(
+        pbmc, method="llm", llm="dry-run", groupby="cluster", tissue="blood", retrieval=False
+    )
+    plain = pbmc.uns["kbfm"]["annotate_llm_dry_run"]
+    assert plain["prompt"] == "celltype_annotation.v1"
+    assert "[" not in plain["dry_run_prompts"][0].split("\n")[-1]
+
+
+def test_llm_answer_outside_candidates_is_unmapped(pbmc):
+    clusters = sorted(pbmc.obs["cluster"].unique(), key=int)
+    answer = "\n".join(f"{c}: {'B cell' if i == 0 else 'neuron'}" for i, c in enumerate(clusters))
+    with ChatServer([text_reply(answer)]) as server:
+        kbfm.tl.annotate(
+            pbmc,
+            method="llm",
+            groupby="cluster",
+            candidates="leukocyte",
+            llm="openai:outside",
+            llm_options={"base_url": server.base_url},
+        )
+    first = pbmc.obs["cluster"] == clusters[0]
+    assert (pbmc.obs.loc[first, "kbfm_celltype"] == "B cell").all()
+    assert (pbmc.obs.loc[~first, "kbfm_celltype"] == "unmapped").all()
+    assert (pbmc.obs.loc[~first, "kbfm_celltype_mapping"] == "outside candidates").all()
+    assert (pbmc.obs.loc[~first, "kbfm_celltype_score"] == 0).all()
 
 
 def test_http_llm_annotation_maps_and_reports_unmapped(pbmc):

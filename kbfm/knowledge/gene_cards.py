@@ -49,7 +49,7 @@ _BIOTYPE_TEXT = {
 }
 
 
-def _marked_types(species: str) -> dict[str, list[str]]:
+def marked_types(species: str) -> dict[str, list[str]]:
     """``{symbol: [cell type labels]}``: curated markers first, then consensus ones.
 
     Consensus types are ranked by ``log(1 + n_sources) * (1 - rank / 30)``, ``rank``
@@ -181,7 +181,7 @@ def atlas_knowledge(species: str = "human") -> GeneKnowledge:
     from .markers import MARKER_TABLE_VERSION
 
     table = gene_table(species)
-    marks = _marked_types(species)
+    marks = marked_types(species)
     go, go_version = _go_terms(species)
     texts: dict[str, str] = {}
     names: dict[str, str] = {}

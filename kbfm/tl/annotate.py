@@ -100,6 +100,7 @@ def annotate(
     tissue: str | None = None,
     constrained: bool | None = None,
     top_n: int = 10,
+    retrieval: bool = True,
     key_added: str = CELLTYPE_KEY,
     cache: bool = True,
     copy: bool = False,
@@ -162,6 +163,10 @@ def annotate(
         text (default: on for local models, off for HTTP endpoints).
     top_n
         Marker genes per group in the LLM prompt.
+    retrieval
+        For ``method="llm"``: put, after each marker gene, the cell types kbfm's
+        knowledge says it marks, and list the allowed candidates in the prompt
+        (``celltype_annotation`` v2); ``False`` gives the genes alone (v1).
     center
         Subtract the mean cell embedding from the cells and the mean prototype from the
         prototypes before matching. GenePT-w over thousands of genes is dominated by a
@@ -264,6 +269,7 @@ def annotate(
             key_added=key_added,
             cache=cache,
             params=params,
+            retrieval=retrieval,
         )
         return adata if copy else None
     if method == "marker_score":

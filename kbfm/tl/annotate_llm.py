@@ -89,6 +89,9 @@ def map_to_ontology(
         cid = ontology.lookup(text) if text else None
         if cid is None and text.endswith("s"):
             cid = ontology.lookup(text[:-1])
+        if cid is not None and candidates is not None and cid not in candidates:
+            out.append((None, "outside candidates", 0.0))
+            continue
         if cid is not None:
             out.append((cid, "exact", 1.0))
             continue
@@ -135,30 +138,48 @@ def llm_cluster_answers(
     species: str,
     tissue: str,
     constrained: bool,
+    retrieval: bool = True,
     batch_size: int = 15,
     max_workers: int = 4,
     cache: bool = True,
 ) -> tuple[dict[str, str], dict[str, float], dict]:
     """Ask the LLM for each group's cell type.
 
+    With ``retrieval`` (prompt ``celltype_annotation`` v2) each marker gene carries the
+    cell types kbfm's knowledge says it marks, and the prompt lists the allowed
+    candidates; without it, v1 gives the genes alone (GPTCelltype's prompt shape).
+
     Returns
     -------
     ``(raw answer per group, confidence per group, info)``; ``info`` holds prompt id,
     version and, for a dry run, the prompts and a token estimate.
     """
-    template = load_prompt("celltype_annotation")
+    template = load_prompt("celltype_annotation", version=2 if retrieval else 1)
     groups = list(markers)
     info: dict = {"prompt": template.key, "prompt_sha256": template.sha256}
+    labels = [ontology.terms[c].label for c in candidates]
+    facts: dict[str, list[str]] = {}
+    if retrieval:
+        from ..knowledge.retrieval import marker_facts
+
+        every = {g for genes in markers.values() for g in genes}
+        facts = marker_facts(every, species, candidates=labels)
+        info["retrieval"] = "cell types marked by each gene (curated + cellconsensus)"
+
+    def gene_text(gene: str) -> str:
+        known = facts.get(gene)
+        return f"{gene} [{'; '.join(known)}]" if known else gene
 
     def messages_for(ids: list[str]) -> list[dict]:
-        lines = "\n".join(f"{g}: {', '.join(markers[g])}" for g in ids)
-        text = template.render(
-            species=species, tissue=tissue, n_clusters=len(ids), marker_lines=lines
-        )
+        lines = "\n".join(f"{g}: {', '.join(gene_text(x) for x in markers[g])}" for g in ids)
+        values = {"species": species, "tissue": tissue, "n_clusters": len(ids)}
+        if retrieval:
+            values["candidate_list"] = "; ".join(labels)
+        text = template.render(marker_lines=lines, **values)
         return [{"role": "user", "content": text}]
 
     if constrained:
-        options = [ontology.terms[c].label for c in candidates]
+        options = labels
         answers, confidence = {}, {}
         for g in groups:
             scores = np.asarray(llm.score_options(messages_for([g]), options))
@@ -206,6 +227,7 @@ def annotate_groups_with_llm(
     key_added: str,
     cache: bool,
     params: dict,
+    retrieval: bool = True,
 ) -> None:
     """Run LLM annotation of ``groups`` and write the results into ``adata`` (see annotate)."""
     from .._provenance import record_step
@@ -222,6 +244,7 @@ def annotate_groups_with_llm(
         species=species,
         tissue=tissue,
         constrained=use_constrained,
+        retrieval=retrieval,
         cache=cache,
     )
     params.update(info, llm=model.name, llm_model_id=model.model_id, constrained=use_constrained)
@@ -229,7 +252,10 @@ def annotate_groups_with_llm(
         record_step(adata, "annotate_llm_dry_run", **params)
         return
     group_ids = list(answers)
-    mapped = map_to_ontology([answers[g] for g in group_ids], ontology)
+    # An answer outside the candidate set is unmapped, never accepted as a match.
+    mapped = map_to_ontology(
+        [answers[g] for g in group_ids], ontology, candidates=list(candidate_ids)
+    )
     label, cid, score, how = {}, {}, {}, {}
     for g, (term, route, sim) in zip(group_ids, mapped, strict=True):
         label[g] = ontology.terms[term].label if term else UNMAPPED

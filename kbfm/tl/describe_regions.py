@@ -17,8 +17,9 @@ def describe_regions(
     llm: object = "smollm2",
     llm_options: dict | None = None,
     tissue: str = "unknown tissue",
-    species: str = "human",
+    species: str = "auto",
     top_n: int = 10,
+    retrieval: bool = True,
     layer: str | None = None,
     use_raw: bool = False,
     cache: bool = True,
@@ -33,11 +34,16 @@ def describe_regions(
     groupby
         Domain column (e.g. from :func:`kbfm.tl.domains` or any clustering).
     composition_key
-        Optional ``obs`` column of cell types whose fractions per domain go into the prompt.
+        ``obs`` column of cell types whose fractions per domain go into the prompt
+        (default: ``"kbfm_celltype"`` when :func:`kbfm.tl.annotate` has run, else none).
     llm, llm_options
         Backend (see :func:`kbfm.encoders.llm.get_llm`); ``"dry-run"`` stores the prompts.
     tissue, species
-        Context named in the prompt (``region_description``).
+        Context named in the prompt (``region_description``); ``species="auto"``
+        reads it off the gene names.
+    retrieval
+        Put after each marker gene the cell types kbfm's knowledge says it marks
+        (prompt ``region_description`` v2); ``False``: genes alone (v1).
     top_n
         Marker genes per domain.
     layer, use_raw
@@ -52,20 +58,29 @@ def describe_regions(
     ``{domain: description}`` (the prompts themselves for a dry run).
     """
     from ..encoders.llm import DryRunLLM, get_llm
+    from ..knowledge.retrieval import marker_facts
+    from ..knowledge.species import resolve_species
     from ..prompts import load_prompt
     from .annotate_llm import cached_chat, top_markers
 
     if groupby not in adata.obs:
         msg = f"obs[{groupby!r}] not found; run kbfm.tl.domains first or pass groupby=."
         raise KbfmInputError(msg)
+    if composition_key is None and "kbfm_celltype" in adata.obs:
+        composition_key = "kbfm_celltype"
     if composition_key is not None and composition_key not in adata.obs:
         msg = f"composition_key={composition_key!r} is not a column of adata.obs."
         raise KbfmInputError(msg)
     X, names = expression_matrix(adata, layer=layer, use_raw=use_raw)
+    species = resolve_species(species, names)
     groups = adata.obs[groupby].astype(str).to_numpy()
     markers = top_markers(X, names, groups, top_n=top_n)
     model = get_llm(llm, **(llm_options or {}))
-    template = load_prompt("region_description")
+    template = load_prompt("region_description", version=2 if retrieval else 1)
+    facts: dict[str, list[str]] = {}
+    if retrieval:
+        every = {g for genes in markers.values() for g in genes}
+        facts = marker_facts(every, species)
     out: dict[str, str] = {}
     for domain, genes in markers.items():
         composition = "not given"
@@ -77,7 +92,9 @@ def describe_regions(
             species=species,
             tissue=tissue,
             domain_id=domain,
-            marker_genes=", ".join(genes),
+            marker_genes=", ".join(
+                f"{g} [{'; '.join(facts[g])}]" if facts.get(g) else g for g in genes
+            ),
             composition=composition,
         )
         messages = [{"role": "user", "content": prompt}]
