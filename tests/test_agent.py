@@ -101,3 +101,33 @@ def test_offline_llm_loop_runs_within_budget(pbmc, tmp_path):
     assert transcript.stop_reason
     assert len(transcript.steps) <= 2
     assert (tmp_path / "transcript.md").exists()
+
+
+def test_spatial_tools_qc_domains_plot_and_deconvolution(tmp_path):
+    sets = kbfm.knowledge.marker_sets(
+        cell_types=["B cell", "T cell", "macrophage", "fibroblast", "endothelial cell", "neuron"]
+    )
+    genes = list(dict.fromkeys(g for v in sets.values() for g in v))[:120]
+    adata = kbfm.datasets.synthetic_spatial(n_side=12, n_genes=len(genes), gene_names=genes)
+    plan = [
+        ("run_qc", {}),
+        ("find_domains", {"n_domains": 3}),
+        ("plot_spatial", {"color": "kbfm_domain"}),
+        ("deconvolve_spots", {"cell_types": "B cell, T cell, macrophage"}),
+        ("find_domains", {"n_domains": 500}),
+    ]
+    transcript, result = run_agent(
+        "Run QC, then find 3 domains and plot them; which cell types are there?",
+        adata=adata,
+        llm=ScriptedPolicy(plan),
+        out_dir=tmp_path,
+    )
+    ok = [s.ok for s in transcript.steps]
+    assert ok == [True, True, True, True, False]
+    qc = transcript.steps[0].result
+    n_pass = int(result.obs["kbfm_qc_pass"].sum())
+    assert f"{result.n_obs - n_pass} of {result.n_obs} observations fail" in qc
+    assert result.obs["kbfm_domain"].nunique() == 3
+    assert (tmp_path / "spatial_kbfm_domain.png").is_file()
+    assert transcript.steps[3].result.startswith("mean proportions:")
+    assert "between 2 and 50" in transcript.steps[4].result

@@ -146,9 +146,13 @@ def run_qc(session: AgentSession) -> str:
 
     adata = session.require_data()
     pp.auto_qc(adata)
-    flagged = adata.obs.filter(like="kbfm_qc").select_dtypes(bool)
-    n = int(flagged.any(axis=1).sum()) if flagged.shape[1] else 0
-    return f"QC done; {n} of {adata.n_obs} observations flagged (see obs['kbfm_qc_*'])."
+    n_fail = int((~adata.obs["kbfm_qc_pass"].astype(bool)).sum())
+    reasons = adata.obs.loc[~adata.obs["kbfm_qc_pass"].astype(bool), "kbfm_qc_reason"]
+    top = reasons.astype(str).value_counts().head(3).to_dict()
+    return (
+        f"QC done; {n_fail} of {adata.n_obs} observations fail QC "
+        f"({adata.n_obs - n_fail} pass; reasons: {top or 'none'}; see obs['kbfm_qc_*'])."
+    )
 
 
 def embed(
@@ -172,7 +176,8 @@ def embed(
 
 def annotate_cell_types(
     session: AgentSession,
-    candidates: str = "leukocyte",
+    candidates: str = "auto",
+    tissue: str = "",
     method: typing.Literal["zero_shot", "marker_score"] = "zero_shot",
 ) -> str:
     """Annotate clusters with Cell Ontology cell types (obs['kbfm_celltype']).
@@ -180,14 +185,17 @@ def annotate_cell_types(
     Parameters
     ----------
     candidates
-        Cell Ontology term whose descendants are the candidate types, e.g. 'leukocyte'.
+        'auto' (lineages chosen from the tissue or the data), or a Cell Ontology term
+        whose descendants are the candidates, e.g. 'leukocyte' or 'neuron'.
+    tissue
+        Tissue of the sample, e.g. 'brain' or 'blood' (optional).
     method
         'zero_shot' (knowledge embeddings) or 'marker_score' (scanpy score_genes).
     """
     from .. import tl
 
     adata = session.require_data()
-    tl.annotate(adata, method=method, candidates=candidates, groupby="auto")
+    tl.annotate(adata, method=method, candidates=candidates, groupby="auto", tissue=tissue or None)
     counts = adata.obs["kbfm_celltype"].value_counts().head(8)
     return "cell types: " + ", ".join(f"{k} ({v})" for k, v in counts.items())
 
@@ -257,6 +265,78 @@ def plot_embedding(session: AgentSession, color: str) -> str:
     return f"figure written to {path}"
 
 
+def find_domains(session: AgentSession, n_domains: int = 7) -> str:
+    """Find spatial domains (obs['kbfm_domain']) from expression smoothed over neighbours.
+
+    Parameters
+    ----------
+    n_domains
+        Number of domains, e.g. the number of tissue layers.
+    """
+    from .. import tl
+
+    adata = session.require_data()
+    if "spatial" not in adata.obsm:
+        msg = "domains need spot coordinates in obsm['spatial']; this data has none."
+        raise KbfmInputError(msg)
+    if not 2 <= int(n_domains) <= 50:
+        msg = f"n_domains must be between 2 and 50, got {n_domains}."
+        raise KbfmInputError(msg)
+    if "X_genetext" not in adata.obsm:
+        embed(session)
+    tl.domains(adata, n_domains=int(n_domains), use_rep="X_genetext", smooth=True)
+    sizes = adata.obs["kbfm_domain"].astype(str).value_counts().to_dict()
+    return f"{len(sizes)} domains in obs['kbfm_domain']; spots per domain: {sizes}"
+
+
+def plot_spatial(session: AgentSession, color: str) -> str:
+    """Draw the spots in tissue coordinates coloured by an obs column; returns the file.
+
+    Parameters
+    ----------
+    color
+        Name of an obs column (e.g. 'kbfm_domain', 'kbfm_agent_query', 'kbfm_celltype').
+    """
+    from ..pl import spatial_scatter
+
+    adata = session.require_data()
+    if "spatial" not in adata.obsm:
+        msg = "no spot coordinates in obsm['spatial']; use plot_embedding instead."
+        raise KbfmInputError(msg)
+    if color not in adata.obs:
+        msg = f"no obs column {color!r}; available: {list(adata.obs.columns)[:20]}"
+        raise KbfmInputError(msg)
+    safe = re.sub(r"[^A-Za-z0-9_]+", "_", color)[:40]
+    path = session.out_dir / f"spatial_{safe}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ax = spatial_scatter(adata, color, image=False, save=path)
+    import matplotlib.pyplot as plt
+
+    plt.close(getattr(ax, "figure", None))
+    session.files.append(str(path))
+    return f"figure written to {path}"
+
+
+def deconvolve_spots(session: AgentSession, cell_types: str) -> str:
+    """Estimate cell-type proportions per spot without a reference (marker knowledge).
+
+    Parameters
+    ----------
+    cell_types
+        Comma-separated Cell Ontology cell types, e.g. 'B cell, T cell, macrophage'.
+    """
+    from .. import tl
+
+    adata = session.require_data()
+    types = [t.strip() for t in str(cell_types).split(",") if t.strip()]
+    if len(types) < 2:
+        msg = "give at least two cell types, comma-separated."
+        raise KbfmInputError(msg)
+    tl.deconvolve(adata, method="knowledge", cell_types=types)
+    mean = adata.obsm["kbfm_proportions"].mean(axis=0).sort_values(ascending=False)
+    return "mean proportions: " + ", ".join(f"{k} {v:.2f}" for k, v in mean.items())
+
+
 TOOLS: dict[str, Callable[..., str]] = {
     f.__name__: f
     for f in (
@@ -267,5 +347,8 @@ TOOLS: dict[str, Callable[..., str]] = {
         query_cells,
         summarize_column,
         plot_embedding,
+        find_domains,
+        plot_spatial,
+        deconvolve_spots,
     )
 }
