@@ -25,7 +25,7 @@ def query(
     use_rep: str = CELL_TEXT_KEY,
     encoder: str | None = None,
     ontology_prior: bool = True,
-    species: str = "human",
+    species: str = "auto",
     key_added: str | None = None,
     copy: bool = False,
 ) -> AnnData | None:
@@ -50,7 +50,8 @@ def query(
     ontology_prior
         Blend in marker knowledge when the query is a Cell Ontology term.
     species
-        Marker species.
+        Marker species (``"auto"``: the one recorded by :func:`kbfm.tl.embed_cells`,
+        else read off the gene names).
     key_added
         ``obs`` column (default ``kbfm_query_<slug of text>``).
     copy
@@ -86,6 +87,10 @@ def query(
             f"{cells.shape[1]}-d; pass the encoder that made the cell embeddings."
         )
         raise KbfmInputError(msg)
+    if species == "auto":
+        from ..knowledge.species import resolve_species
+
+        species = recorded.get("species") or resolve_species("auto", adata.var_names)
     vec = encode_texts([text], enc)[0]
     prior_used = ""
     if ontology_prior and "kbfm_gene_text" in adata.varm:
