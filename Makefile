@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.kbfm-installed
 # Everything runs offline: model weights come from installed packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test venv lint bench clean go-db
+.PHONY: demo test venv lint bench bench-llm clean go-db
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/run_all.py
+
+# The real-model LLM tests and the LLM speed benchmark (needs `kbfm models install
+# qwen0.5b` / `qwen1.5b`; missing models are skipped). Writes benchmarks/results/llm_speed.json.
+bench-llm: $(STAMP)
+	KBFM_TEST_BIG_LLM=1 $(OFFLINE) $(BIN)/python -m pytest -m llm tests/test_llm_qwen.py
+	$(OFFLINE) $(BIN)/python benchmarks/llm_speed.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
