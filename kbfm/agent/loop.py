@@ -93,6 +93,15 @@ class Transcript:
         return json_path, md_path
 
 
+def _has_native_tools(model: LLM) -> bool:
+    """Backends with a tools field: their plain text is an answer, never a tool call."""
+    from ..encoders.llm import HFCausalLM, OpenAIChatLLM
+
+    if isinstance(model, OpenAIChatLLM):
+        return True
+    return isinstance(model, HFCausalLM) and bool(getattr(model, "supports_tools", False))
+
+
 def _calls_from_text(text: str) -> list[dict]:
     """Tool calls written as JSON in plain text (local models without a tools API)."""
     match = re.search(r"\{.*\}", text, flags=re.DOTALL)
@@ -177,7 +186,25 @@ def run_agent(
         transcript.tokens += used or sum(
             estimate_tokens(str(m.get("content", ""))) for m in messages
         )
-        calls = reply.tool_calls or _calls_from_text(reply.content)
+        calls = reply.tool_calls
+        if not calls and not _has_native_tools(model):
+            calls = _calls_from_text(reply.content)
+        if not calls and reply.errors:
+            # A broken tool call (bad JSON inside <tool_call>): record it, tell the model.
+            for error in reply.errors:
+                transcript.steps.append(
+                    AgentStep(len(transcript.steps) + 1, "(unparsed call)", "", False, error)
+                )
+            messages.append({"role": "assistant", "content": reply.content or ""})
+            messages.append(
+                {
+                    "role": "user",
+                    "content": "Your tool call could not be parsed: "
+                    + "; ".join(reply.errors)
+                    + ". Call a tool with valid JSON arguments, or answer.",
+                }
+            )
+            continue
         if not calls:
             transcript.answer = reply.content.strip()
             transcript.stop_reason = "answered"
