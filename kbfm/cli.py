@@ -87,6 +87,7 @@ def info(
 ) -> None:
     """List registered encoders and knowledge sources, and which load offline here."""
     from . import __version__
+    from ._model_store import MODEL_PACKAGES, is_installed
     from .encoders import (
         DEFAULT_IMAGE_ENCODER,
         DEFAULT_TEXT_ENCODER,
@@ -97,7 +98,9 @@ def info(
     rows = []
     for spec in list_text_encoders():
         available = spec.offline
-        if spec.offline:
+        if spec.name in MODEL_PACKAGES:
+            available = is_installed(spec.name)  # the store copy, not a hub fallback
+        elif spec.offline:
             try:
                 spec.resolve_source()
             except Exception:
@@ -131,21 +134,27 @@ def info(
     from .encoders.llm import DEFAULT_LLM, LLM_SPECS, smollm2_folder
 
     for name, description in LLM_SPECS.items():
-        offline = True
+        offline, backend, licence = True, "none", ""
         if name == "smollm2":
+            backend, licence = "transformers (GGUF)", "Apache-2.0"
             try:
                 smollm2_folder()
             except Exception:
                 offline = False
+        elif name in MODEL_PACKAGES:
+            backend = "transformers (GGUF -> bf16 safetensors cache)"
+            licence = MODEL_PACKAGES[name].license
+            offline = is_installed(name)
         rows.append(
             {
                 "registry": "llm",
                 "name": name,
                 "default": name == DEFAULT_LLM,
                 "dim": 0,
-                "backend": "transformers (GGUF)" if name == "smollm2" else "none",
+                "backend": backend,
                 "offline": offline,
-                "license": "Apache-2.0" if name == "smollm2" else "",
+                "installed": offline,
+                "license": licence,
                 "description": description,
             }
         )
