@@ -16,7 +16,6 @@ import importlib.util
 import io
 import lzma
 import pickle
-from functools import lru_cache
 from pathlib import Path
 
 from .._errors import KbfmInputError, KbfmUnavailableError
@@ -71,13 +70,13 @@ class RestrictedUnpickler(pickle.Unpickler):
         return super().find_class(*target)
 
 
-def package_file(package: str, relative: str) -> Path:
-    """Return the path of a data file inside an installed package (never imports it).
+def package_dir(package: str) -> Path:
+    """Return the folder of an installed package without importing it.
 
     Raises
     ------
     KbfmUnavailableError
-        When the package is not installed or lacks the file.
+        When the package is not installed (the message says what to install).
     """
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -86,26 +85,22 @@ def package_file(package: str, relative: str) -> Path:
             f"install it with `pip install {package}`."
         )
         raise KbfmUnavailableError(msg)
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_file(package: str, relative: str) -> Path:
+    """Return the path of a data file inside an installed package (never imports it).
+
+    Raises
+    ------
+    KbfmUnavailableError
+        When the package is not installed or lacks the file.
+    """
+    path = package_dir(package) / relative
     if not path.is_file():
         msg = f"The installed {package!r} package has no file {relative!r} (looked at {path})."
         raise KbfmUnavailableError(msg)
     return path
-
-
-@lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime: float) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """Return the sha256 hex digest of a file (memoised on path, size and mtime)."""
-    stat = Path(path).stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime)
 
 
 def verified_bytes(path: str | Path, sha256: str) -> bytes:

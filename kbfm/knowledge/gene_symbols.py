@@ -16,7 +16,6 @@ unmatched: kbfm never guesses an ortholog by changing the case of a symbol.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import os
 import re
 from collections.abc import Collection, Iterable
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._errors import KbfmInputError, KbfmUnavailableError, preview
+from .._errors import KbfmInputError, preview
 
 SPECIES = ("human", "mouse")
 _ENSEMBL = re.compile(r"^ENS(?:MUS)?G\d+(?:\.\d+)?(?:_PAR_Y)?$")
@@ -86,14 +85,9 @@ def _check_species(species: str, argument: str = "species") -> None:
 
 
 def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        msg = (
-            f"kbfm reads gene tables shipped in the {name!r} wheel, which is not installed; "
-            f"install it with `pip install {name}`."
-        )
-        raise KbfmUnavailableError(msg)
-    return Path(next(iter(spec.submodule_search_locations)))
+    from ._packaged import package_dir
+
+    return package_dir(name)
 
 
 @lru_cache(maxsize=1)
