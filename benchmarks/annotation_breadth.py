@@ -11,13 +11,17 @@ Candidate sets (the same list for every method of a row group):
   branch  descendants with marker knowledge of tissue-plausible ontology roots, plus
           the truth ids (so every truth is reachable);
   auto    ``kbfm.tl.annotate(candidates="auto")``: the list it resolves (from
-          ``uns["kbfm"]["annotate"]["candidates"]``) is then given to every other method.
+          ``uns["kbfm"]["annotate"]["candidates"]``) is then given to every other method;
+  auto (tissue=...)  the same with the set's tissue word ("blood", "lymph node",
+          "hippocampus", "hypothalamus") choosing the lineages instead of the data.
 
 Methods: kbfm zero-shot (default "atlas" gene knowledge; encoders minilm and mpnet,
 cluster level on Leiden "auto" clusters), kbfm marker scoring (cluster and cell level),
 ``scanpy.tl.marker_gene_overlap`` with the same markers on the same clusters (overlap
 coefficient and Jaccard; the better one is reported, and which), and a supervised
 ceiling: 10-NN (cosine, 5-fold stratified CV) on GenePT-w cell embeddings (minilm).
+marker_gene_overlap compares with the top min(100, max(10, n_genes / 10)) Wilcoxon genes
+per cluster (scanpy's default of 100 would be most of the 134-gene MERFISH panel).
 Metrics: accuracy, macro-F1, ontology-aware accuracy (``kbfm.tl.evaluate_annotation``).
 
 Deconvolution (mouse sets): ~200 seeded pseudo-spots of 5-10 held-out cells; reference
@@ -204,10 +208,14 @@ def load(name: str, data: Path) -> tuple[AnnData | None, str]:
 
 
 def branch_candidates(name: str, truth_ids: list[str], ontology) -> list[str]:
-    species = SPECIES[name]
+    """Knowledge-bearing descendants of the set's roots (kbfm's rule), plus the truth."""
+    # resolve_candidates(None) = every type kbfm accepts as knowledge-bearing; taking the
+    # descendants here instead of resolve_candidates(root) per root avoids its "need at
+    # least two types" error for narrow roots such as "microglial cell".
+    bearing = set(resolve_candidates(None, ontology, species=SPECIES[name]))
     ids: set[str] = set(truth_ids)
     for root in BRANCH_ROOTS[name]:
-        ids |= set(resolve_candidates(root, ontology, species=species))
+        ids |= set(ontology.descendants(ontology.term(root).id, include_self=True)) & bearing
     return sorted(ids)
 
 
@@ -240,12 +248,18 @@ def overlap_predictions(ranked: AnnData, markers: dict, method: str):
         for cid, genes in markers.items()
     }
     ref = {cid: genes for cid, genes in ref.items() if genes}
-    overlap = sc.tl.marker_gene_overlap(ranked, ref, method=method, top_n_markers=100)
+    # scanpy's default (top 100 genes per cluster) would be most of a 134-gene panel.
+    top_n = min(100, max(10, ranked.n_vars // 10))
+    overlap = sc.tl.marker_gene_overlap(ranked, ref, method=method, top_n_markers=top_n)
     best = overlap.idxmax(axis=0)  # rows: cell types, columns: clusters
     zero = int((overlap.max(axis=0) <= 0).sum())
     clusters = ranked.obs["clusters"].astype(str)
     pred = clusters.map(best.astype(str).to_dict()).to_numpy()
-    info = {"n_types_with_markers_in_data": len(ref), "n_clusters_without_overlap": zero}
+    info = {
+        "top_n_markers": top_n,
+        "n_types_with_markers_in_data": len(ref),
+        "n_clusters_without_overlap": zero,
+    }
     return pred.astype(str), info
 
 
@@ -293,6 +307,12 @@ def run_dataset(name: str, adata: AnnData, ontology, encoders: list[str]) -> tup
         row["encoder"] = encoder
         if pred is not None:
             row.update(_scores(truth, pred, ontology))
+            ids, counts = np.unique(pred, return_counts=True)
+            top = np.argsort(-counts)[:3]
+            row["top_predictions"] = {
+                f"{ids[i]} {ontology.term(ids[i]).label}": round(counts[i] / len(pred), 3)
+                for i in top
+            }
         row["seconds"] = round(time.perf_counter() - t0, 2)
         row.update(extra)
         rows.append(row)
@@ -368,6 +388,7 @@ def run_dataset(name: str, adata: AnnData, ontology, encoders: list[str]) -> tup
 
             clusters = auto_clusters(X)
         n_cand = len(cands)
+        reach = float(np.isin(truth, cands).mean())
         adata.obs["kbfm_clusters"] = pd.Categorical(clusters)
         for label, groupby in (
             ("kbfm marker score (clusters)", "kbfm_clusters"),
@@ -384,9 +405,11 @@ def run_dataset(name: str, adata: AnnData, ontology, encoders: list[str]) -> tup
                     key_added="pred",
                 )
             except Exception as err:
-                add(cand_name, n_cand, label, None, t0, error=f"{type(err).__name__}: {err}"[:400])
+                msg = f"{type(err).__name__}: {err}"[:400]
+                add(cand_name, n_cand, label, None, t0, error=msg, truth_reachable=reach)
                 continue
-            add(cand_name, n_cand, label, None, t0, adata.obs["pred_id"].astype(str).to_numpy())
+            pred = adata.obs["pred_id"].astype(str).to_numpy()
+            add(cand_name, n_cand, label, None, t0, pred, truth_reachable=reach)
         t0 = time.perf_counter()
         try:
             if ranked is None:
@@ -404,17 +427,34 @@ def run_dataset(name: str, adata: AnnData, ontology, encoders: list[str]) -> tup
             m, s, pred, extra = best
             extra = {
                 **extra,
+                "truth_reachable": reach,
                 "overlap_method": m,
                 "other_overlap": {"method": other[0], **other[1]},
             }
             add(cand_name, n_cand, f"scanpy marker_gene_overlap ({m})", None, t0, pred, **extra)
         except Exception as err:
             msg = f"{type(err).__name__}: {err}"[:400]
-            add(cand_name, n_cand, "scanpy marker_gene_overlap", None, t0, error=msg)
+            add(
+                cand_name,
+                n_cand,
+                "scanpy marker_gene_overlap",
+                None,
+                t0,
+                error=msg,
+                truth_reachable=reach,
+            )
     t0 = time.perf_counter()
     kbfm.tl.embed_cells(adata, species=species, encoder="minilm")
     pred = knn_cv(np.asarray(adata.obsm["X_genetext"]), truth)
-    add("(supervised)", len(truth_ids), "10-NN on GenePT-w (5-fold CV)", "minilm", t0, pred)
+    add(
+        "(supervised)",
+        len(truth_ids),
+        "10-NN on GenePT-w (5-fold CV)",
+        "minilm",
+        t0,
+        pred,
+        truth_reachable=1.0,
+    )
     info["n_clusters"] = len(set(clusters)) if clusters is not None else None
     return rows, info
 
@@ -465,9 +505,33 @@ def _to_ids(P: pd.DataFrame, label_map: dict, ids: list[str]) -> np.ndarray:
     return out.to_numpy()
 
 
-def run_deconvolution(name: str, adata: AnnData, n_spots: int) -> dict:
+def _deconv_one(name, label, spots, truth, ids, label_map, kw) -> dict:
     from kbfm.tl.deconvolve import deconvolve
 
+    t0 = time.perf_counter()
+    try:
+        out = deconvolve(spots, species="mouse", copy=True, seed=SEED, **kw)
+    except Exception as err:  # a method that cannot run is a finding, not a crash
+        print(f"  {name} deconv {label}: failed: {err}", flush=True)
+        return {"ran": False, "error": f"{type(err).__name__}: {err}"[:600]}
+    P = _to_ids(out.obsm["kbfm_proportions"], label_map, ids)
+    rmse = float(np.sqrt(((P - truth) ** 2).mean()))
+    r = float(np.corrcoef(P.ravel(), truth.ravel())[0, 1])
+    step = out.uns["kbfm"]["deconvolve"]
+    print(f"  {name} deconv {label}: rmse {rmse:.4f} r {r:.3f}", flush=True)
+    result = {
+        "ran": True,
+        "rmse": rmse,
+        "pearson": r,
+        "n_genes_used": int(step["n_genes_used"]),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    if step.get("marker_origin"):
+        result["marker_origin"] = step["marker_origin"]
+    return result
+
+
+def run_deconvolution(name: str, adata: AnnData, n_spots: int) -> dict:
     label_map = LABEL_MAPS[name]
     ref, pool = split_reference(adata, SEED)
     ref.X = ref.layers["counts"].copy()
@@ -482,41 +546,24 @@ def run_deconvolution(name: str, adata: AnnData, n_spots: int) -> dict:
         "space": "proportions summed per Cell Ontology id",
         "methods": {},
     }
-    with_markers = [i for i, g in marker_sets(species="mouse", cell_types=ids).items() if g]
+    zero_shot = {"reference": None, "method": "knowledge"}
     plan = [
         ("nnls (reference)", {"reference": ref, "method": "nnls"}),
         ("count model (reference, default)", {"reference": ref}),
-        (
-            "zero-shot (no reference, truth ids)",
-            {"reference": None, "method": "knowledge", "cell_types": ids},
-        ),
+        ("zero-shot (no reference, truth ids)", {**zero_shot, "cell_types": ids}),
     ]
-    if len(with_markers) < len(ids):
-        plan.append(
-            (
-                f"zero-shot (no reference, {len(with_markers)} truth ids with markers)",
-                {"reference": None, "method": "knowledge", "cell_types": with_markers},
-            )
-        )
+    panel = {g.upper() for g in spots.var_names}
+    markers = marker_sets(species="mouse", cell_types=ids)
+    measured = [i for i in ids if {g.upper() for g in markers.get(i, [])} & panel]
     for label, kw in plan:
-        t0 = time.perf_counter()
-        try:
-            out = deconvolve(spots, species="mouse", copy=True, seed=SEED, **kw)
-        except Exception as err:
-            res["methods"][label] = {"ran": False, "error": f"{type(err).__name__}: {err}"[:400]}
-            print(f"  {name} deconv {label}: failed: {err}", flush=True)
-            continue
-        P = _to_ids(out.obsm["kbfm_proportions"], label_map, ids)
-        rmse = float(np.sqrt(((P - truth) ** 2).mean()))
-        r = float(np.corrcoef(P.ravel(), truth.ravel())[0, 1])
-        res["methods"][label] = {
-            "ran": True,
-            "rmse": rmse,
-            "pearson": r,
-            "n_genes_used": int(out.uns["kbfm"]["deconvolve"]["n_genes_used"]),
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
-        print(f"  {name} deconv {label}: rmse {rmse:.4f} r {r:.3f}", flush=True)
+        res["methods"][label] = _deconv_one(name, label, spots, truth, ids, label_map, kw)
+    if not res["methods"][plan[-1][0]]["ran"] and 2 <= len(measured) < len(ids):
+        # Fallback finding: zero-shot on the truth types whose markers the panel measures;
+        # the other types are then predicted at proportion 0.
+        label = f"zero-shot (no reference, {len(measured)} truth ids with measured markers)"
+        kw = {**zero_shot, "cell_types": measured}
+        res["methods"][label] = _deconv_one(name, label, spots, truth, ids, label_map, kw)
+        res["methods"][label]["types_left_out"] = sorted(set(ids) - set(measured))
     uniform = np.full_like(truth, 1.0 / truth.shape[1])
     res["uniform_rmse"] = float(np.sqrt(((uniform - truth) ** 2).mean()))
     return res
@@ -541,21 +588,37 @@ def to_markdown(payload: dict) -> str:
         "Same candidate list for every method within a (dataset, candidate set) group. "
         "Zero-shot and marker methods annotate the same Leiden clusters (`kbfm_clusters`). "
         "frac kn = fraction of genes with gene knowledge; frac expr kn = same among genes "
-        "detected in >=1% of cells. Ontology-aware: exact 1, ancestor/descendant 0.5.",
+        "detected in >=1% of cells. Ontology-aware: exact 1, ancestor/descendant 0.5. "
+        "truth in cand = fraction of cells whose true id is among the candidates.",
         "",
         "| dataset | candidates | n cand | method | encoder | accuracy | macro-F1 | "
-        "ontology-aware | frac kn | frac expr kn | s |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|",
+        "ontology-aware | truth in cand | frac kn | frac expr kn | s |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in payload["rows"]:
         if "error" in r:
-            acc = f"not run: {r['error'][:140]} | | "
+            why = r["error"][:140].replace("|", "/").replace("\n", " ")
+            acc = f"not run: {why} | |"
         else:
             acc = f"{_f(r['accuracy'])} | {_f(r['macro_f1'])} | {_f(r['ontology_accuracy'])}"
         out.append(
             f"| {r['dataset']} | {r['candidate_set']} | {r['n_candidates'] or '—'} | "
-            f"{r['method']} | {r['encoder'] or '—'} | {acc} | {_f(r['frac_genes_knowledge'])} | "
+            f"{r['method']} | {r['encoder'] or '—'} | {acc} | {_f(r.get('truth_reachable'), 2)} | "
+            f"{_f(r['frac_genes_knowledge'])} | "
             f"{_f(r['frac_expressed_genes_knowledge'])} | {r['seconds']:.1f} |"
+        )
+    out.append("")
+    for name, d in payload["datasets"].items():
+        autos = {
+            r["candidate_set"]: (r.get("candidates_how"), r.get("candidate_lineages"))
+            for r in payload["rows"]
+            if r["dataset"] == name and r.get("candidates_how")
+        }
+        how = "; ".join(f"{k}: {v[0]} {v[1]}" for k, v in autos.items())
+        out.append(
+            f"- {name}: {d['n_cells']} cells, {d['n_genes']} genes, {d['n_labels']} labels -> "
+            f"{d['n_types']} CL ids, {d['n_clusters']} clusters; truth ids without markers: "
+            f"{d['truth_ids_without_markers'] or 'none'}; {how}"
         )
     for s in payload["skipped"]:
         out.append(f"\nskipped: {s['dataset']} ({s['path']} not found)")
@@ -575,7 +638,8 @@ def to_markdown(payload: dict) -> str:
                         f"{m['n_genes_used']} | {m['seconds']:.1f} |"
                     )
                 else:
-                    out.append(f"| {name} | {label} | no: {m['error'][:160]} | | | | |")
+                    why = m["error"][:200].replace("|", "/").replace("\n", " ")
+                    out.append(f"| {name} | {label} | no: {why} | | | | |")
             out.append(f"| {name} | uniform proportions | — | {res['uniform_rmse']:.4f} | | | |")
         out.append(
             f"\n{next(iter(payload['deconvolution'].values()))['n_spots']} seeded pseudo-spots "
