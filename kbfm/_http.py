@@ -12,6 +12,18 @@ from ._errors import KbfmUnavailableError
 from ._settings import settings
 
 RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
+#: Largest answer read from an endpoint; a longer one is refused, not stored.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would resend the Authorization header to the new origin."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl}", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def is_local(url: str) -> bool:
@@ -33,7 +45,9 @@ def post_json(
 
     Retries HTTP 408/409/429/5xx, time-outs, refused connections and non-JSON answers
     with exponential back-off. The bearer key is read from ``$api_key_env`` at call time;
-    error messages name the URL, never the key.
+    error messages name the URL, never the key. Redirects are refused (a redirect would
+    carry the key to another origin) and answers over :data:`MAX_RESPONSE_BYTES` are
+    not read.
 
     Parameters
     ----------
@@ -64,10 +78,24 @@ def post_json(
     for attempt in range(max_retries + 1):
         request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
-                return json.loads(resp.read())
+            with _OPENER.open(request, timeout=timeout) as resp:
+                raw = resp.read(MAX_RESPONSE_BYTES + 1)
+            if len(raw) > MAX_RESPONSE_BYTES:
+                msg = (
+                    f"{what} {url} sent more than {MAX_RESPONSE_BYTES // 2**20} MiB; "
+                    "refusing to read or store the answer."
+                )
+                raise KbfmUnavailableError(msg)
+            return json.loads(raw)
         except urllib.error.HTTPError as err:
             last = f"HTTP {err.code}"
+            if 300 <= err.code < 400:
+                msg = (
+                    f"{what} {url} answered with a redirect (HTTP {err.code}, {err.reason}); "
+                    "kbfm does not follow redirects, so your API key is never sent to "
+                    "another address. Use the final URL as base_url."
+                )
+                raise KbfmUnavailableError(msg) from None
             if err.code not in RETRY_STATUS:
                 msg = f"{what} {url} refused the request: {last}."
                 raise KbfmUnavailableError(msg) from None
