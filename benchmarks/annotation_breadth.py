@@ -160,6 +160,7 @@ def write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
+    Path(tmp).chmod(0o644)  # mkstemp creates 0600
     os.replace(tmp, path)
 
 
