@@ -93,3 +93,32 @@ def test_two_processes_writing_at_once_leave_valid_entries(tmp_path):
     assert missing == [] and cache.stats.corrupt == 0
     assert all(np.array_equal(v, np.arange(16, dtype=np.float32)) for v in found.values())
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+class NaNEncoder(CountingEncoder):
+    """Returns NaN for texts containing 'bad' (as a broken endpoint might)."""
+
+    def _encode_batch(self, texts):
+        out = super()._encode_batch(texts)
+        out[[i for i, t in enumerate(texts) if "bad" in t]] = np.nan
+        return out
+
+
+def test_nan_vectors_are_refused_and_never_cached(tmp_path):
+    from kbfm._errors import KbfmUnavailableError
+
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(KbfmUnavailableError, match="NaN or infinite"):
+        encode_texts(["good", "bad one"], NaNEncoder(), cache=cache)
+    assert list(tmp_path.rglob("*.emb")) == []
+    ok = encode_texts(["good"], CountingEncoder(), cache=cache)  # a healthy run works after
+    assert np.isfinite(ok).all()
+
+
+def test_dimension_change_mid_run_is_a_clear_error(tmp_path):
+    from kbfm._errors import KbfmUnavailableError
+
+    enc = CountingEncoder()
+    enc.dim = 16  # the endpoint now claims 16-d but returns 8-d vectors
+    with pytest.raises(KbfmUnavailableError, match=r"expected \(1, 16\)"):
+        encode_texts(["alpha"], enc, cache=EmbeddingCache(tmp_path))

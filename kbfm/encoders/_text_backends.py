@@ -111,7 +111,15 @@ class TextEncoder:
             starts, desc=f"encode [{self.name}]", disable=not show or len(starts) < 2
         ):
             idx = order[start : start + bs]
-            out[idx] = self._encode_batch([texts[i] for i in idx])
+            batch = np.asarray(self._encode_batch([texts[i] for i in idx]))
+            if batch.shape != (len(idx), self.dim):
+                msg = (
+                    f"Text encoder {self.name!r} returned vectors of shape {batch.shape}, "
+                    f"expected ({len(idx)}, {self.dim}); an endpoint whose dimension "
+                    "changes mid-run cannot be mixed with earlier embeddings."
+                )
+                raise KbfmUnavailableError(msg)
+            out[idx] = batch
         if normalize_embeddings:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
             out /= np.maximum(norms, 1e-12)

@@ -238,6 +238,24 @@ def get_text_encoder(name: str = DEFAULT_TEXT_ENCODER, **options) -> TextEncoder
     return _load(str(name), tuple(sorted(options.items())))
 
 
+def _check_vectors(new: np.ndarray, enc: TextEncoder, n: int) -> None:
+    """Refuse malformed embeddings before they reach ``varm`` or the cache."""
+    if new.ndim != 2 or new.shape != (n, enc.dim):
+        msg = (
+            f"Text encoder {enc.name!r} returned vectors of shape {new.shape}, expected "
+            f"({n}, {enc.dim}); an endpoint whose dimension changes mid-run cannot be mixed "
+            "with earlier embeddings. Nothing was cached."
+        )
+        raise KbfmUnavailableError(msg)
+    bad = ~np.isfinite(new).all(axis=1)
+    if bad.any():
+        msg = (
+            f"Text encoder {enc.name!r} returned {int(bad.sum())} of {n} vectors with NaN or "
+            "infinite values; nothing was cached. Check the model or endpoint."
+        )
+        raise KbfmUnavailableError(msg)
+
+
 def encode_texts(
     texts: Sequence[str],
     encoder: str | TextEncoder = DEFAULT_TEXT_ENCODER,
@@ -282,7 +300,10 @@ def encode_texts(
         missing.sort()
     if missing:
         todo = [unique[i] for i in missing]
-        new = enc.encode(todo, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        new = np.asarray(
+            enc.encode(todo, batch_size=batch_size, show_progress_bar=show_progress_bar)
+        )
+        _check_vectors(new, enc, len(todo))
         vectors[missing] = new
         if store is not None:
             store.put(enc.model_id, enc.revision, todo, new)
