@@ -116,15 +116,19 @@ def lineage_members(lineages: Sequence[str], ontology, bearing: set) -> list[str
 def lineages_from_data(
     X, gene_names: Sequence[str], groups: np.ndarray, species: str, *, top_n: int = 20
 ) -> tuple[list[str], dict[str, str]]:
-    """Vote for lineages: each group picks the lineage whose markers it expresses most.
+    """Vote for lineages: each group votes for the two lineages whose markers it expresses most.
 
     ``X`` is log-normalised. A lineage's score in a group is the mean, over its top
-    ``top_n`` marker genes found in the data, of the genes' z-scored group means.
+    ``top_n`` marker genes found in the data, of the genes' z-scored group means. Each
+    group votes for its best lineage and, when its score is above the groups' average
+    (z > 0), its second best: a candidate set must above all contain the truth, and a
+    small cluster (smooth muscle in a lymph node) often scores close to two lineages.
     Lineages with fewer than 3 marker genes in the data cannot be voted for.
 
     Returns
     -------
-    ``(lineages, votes)``: the winners (sorted), and ``{group: lineage}``.
+    ``(lineages, votes)``: the lineages voted for (sorted), and
+    ``{group: "lineage" or "lineage+lineage"}``.
     """
     from ..knowledge.consensus_markers import load_lineage_markers
 
@@ -154,9 +158,18 @@ def lineages_from_data(
             f"data's genes (e.g. {preview(gene_names)}); pass an ontology branch or a list."
         )
         raise KbfmInputError(msg)
-    best = np.argmax(np.vstack(scores), axis=0)
-    votes = {str(g): names[b] for g, b in zip(uniq, best, strict=True)}
-    return sorted(set(votes.values())), votes
+    table = np.vstack(scores)  # lineages x groups
+    order = np.argsort(-table, axis=0)
+    votes: dict[str, str] = {}
+    chosen: set[str] = set()
+    for k, group in enumerate(uniq):
+        first, second = order[0, k], order[1, k] if len(names) > 1 else order[0, k]
+        picked = [names[first]]
+        if second != first and table[second, k] > 0:
+            picked.append(names[second])
+        votes[str(group)] = "+".join(picked)
+        chosen.update(picked)
+    return sorted(chosen), votes
 
 
 def resolve_candidates(

@@ -84,8 +84,10 @@ def smooth_signatures(
     return out * totals[None, :], report
 
 
-#: A type needs this many of its marker genes in the panel before kbfm looks further.
-MIN_PANEL_MARKERS = 3
+#: A type needs this many of its own marker genes in the panel before kbfm looks
+#: further. One is enough: an ancestor's markers (e.g. "glial cell" for microglia) mostly
+#: belong to the type's siblings and blur the very distinction deconvolution makes.
+MIN_PANEL_MARKERS = 1
 _DEEP_MARKERS = 100
 
 
@@ -94,9 +96,10 @@ def _panel_markers(
 ) -> tuple[list[str], str]:
     """Markers of ``cid`` measured in ``panel``, and where they came from.
 
-    Its own top markers first; when fewer than :data:`MIN_PANEL_MARKERS` are measured,
-    deeper into its ranked list, then the nearest ancestor that has measured markers
-    (a dentate gyrus granule cell borrows from its neuron ancestors).
+    Its own top markers first; when none is measured, deeper into its ranked list (top
+    100); only a type with no measured marker of its own borrows those of its nearest
+    ancestor that has some (a dentate gyrus granule cell, which has no marker list,
+    borrows from its hippocampal-neuron ancestor).
     """
     from ..knowledge.cell_ontology import GENERIC_TERMS
 
