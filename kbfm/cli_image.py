@@ -89,6 +89,9 @@ def embed_image_cmd(
     from .tl.embed_image import embed_image
 
     def go():
+        from .io.patches import check_mpp
+
+        check_mpp(mpp, "--mpp")  # before any file is read
         if out is None and path.suffix != ".h5ad":
             msg = "Pass --out FILE.h5ad when the input is not an .h5ad file."
             raise KbfmInputError(msg)

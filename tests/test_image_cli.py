@@ -58,3 +58,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
     result = CliRunner().invoke(app, ["embed-image", str(tmp_path / "x.tsv")])
     assert result.exit_code == 2
     assert "--out" in result.output
+
+
+@pytest.mark.parametrize("bad", ["-1", "0", "nan"])
+def test_bad_mpp_is_refused_before_reading(tmp_path, bad):
+    missing = tmp_path / "not_read.h5ad"  # would fail later if the file were read first
+    result = CliRunner().invoke(app, ["embed-image", str(missing), "--mpp", bad])
+    assert result.exit_code == 2
+    assert "--mpp must be a positive number of microns per pixel" in result.output

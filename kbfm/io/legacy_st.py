@@ -113,6 +113,9 @@ def read_legacy_st(
     adata.obs["array_y"] = spot_table["y"].to_numpy(int)
     adata.obsm[SPATIAL_KEY] = spot_table[["pixel_x", "pixel_y"]].to_numpy(np.float64)
     library_id = library_id or counts.name.split(".")[0]
+    from .patches import check_mpp
+
+    mpp = check_mpp(mpp)
     if mpp is None:
         mpp, source = _grid_mpp(spot_table, spot_spacing_um), "spot_grid"
     else:

@@ -9,6 +9,7 @@ is white and its fraction is returned, so border spots can be flagged.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,31 @@ import numpy as np
 
 from .._errors import KbfmInputError
 from .slide import Slide
+
+
+def check_mpp(value: float | None, name: str = "mpp") -> float | None:
+    """Return ``value`` as a float, or raise unless it is a finite positive number.
+
+    ``None`` passes through (the slide metadata or spot grid decides later).
+
+    Examples
+    --------
+    >>> check_mpp(0.25)
+    0.25
+    """
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not math.isfinite(number) or number <= 0:
+        msg = (
+            f"{name} must be a positive number of microns per pixel (e.g. 0.25 for a 40x "
+            f"scan, 0.5 for 20x), got {value!r}."
+        )
+        raise KbfmInputError(msg)
+    return number
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ from .._validate import check_adata
 from ..encoders._image_backends import ImageEncoder
 from ..encoders.image import DEFAULT_IMAGE_ENCODER, get_image_encoder
 from ..io._spatial import MPP_KEY, SOURCE_IMAGE_KEY, library_metadata, spatial_coords
-from ..io.patches import PatchDataset, PatchSpec, check_centers, tissue_fraction, tissue_mask
+from ..io.patches import (
+    PatchDataset,
+    PatchSpec,
+    check_centers,
+    check_mpp,
+    tissue_fraction,
+    tissue_mask,
+)
 from ..io.slide import Slide, open_slide
 
 logger = logging.getLogger(__name__)
@@ -237,6 +244,7 @@ def embed_image(
     (187, 1280)
     """
     check_adata(adata)
+    mpp = check_mpp(mpp)
     adata = adata.copy() if copy else adata
     coords = spatial_coords(adata)
     spec = patch or PatchSpec()
