@@ -197,7 +197,9 @@ def test_registry_names_and_paths(tmp_path):
 
 
 def test_unknown_source_lists_the_known_ones():
-    with pytest.raises(KbfmInputError, match=r"\['atlas', 'builtin', 'ncbi'\].*Did you mean: 'ncbi'"):
+    with pytest.raises(
+        KbfmInputError, match=r"\['atlas', 'builtin', 'ncbi'\].*Did you mean: 'ncbi'"
+    ):
         load_gene_knowledge("ncbii")
 
 
@@ -391,3 +393,10 @@ def test_download_refuses_when_offline(monkeypatch, tmp_path):
     with pytest.raises(KbfmUnavailableError, match="offline"):
         download_ncbi("human", dest=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_csv_with_symbol_and_summary_columns_loads(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text('symbol,summary\nCD3E,"Part of the T cell receptor, CD3 complex."\n')
+    gk = load_gene_knowledge(path)
+    assert gk.get("CD3E") == "Part of the T cell receptor, CD3 complex."

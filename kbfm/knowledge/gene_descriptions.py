@@ -164,8 +164,9 @@ class GeneKnowledge:
         Parameters
         ----------
         path
-            Tab-separated, plain or ``.gz`` (e.g. ``refseq_summaries_human.tsv.gz`` with
-            ``entrez_id``, ``symbol``, ``full_name``, ``summary``).
+            Tab-separated (comma-separated when the name ends in ``.csv``), plain or
+            ``.gz`` (e.g. ``refseq_summaries_human.tsv.gz`` with ``entrez_id``,
+            ``symbol``, ``full_name``, ``summary``).
         species
             Species of the genes.
 
@@ -173,7 +174,7 @@ class GeneKnowledge:
         -------
         The :class:`GeneKnowledge`.
         """
-        table = _read_table(path, sep="\t")
+        table = _read_table(path, sep=None)  # tab, or comma for .csv
         _require(table, ["symbol", "summary"], path)
         table = table.dropna(subset=["symbol", "summary"])
         full = table["full_name"] if "full_name" in table.columns else None
