@@ -35,7 +35,8 @@ class KbfmSettings:
         When true, nothing is fetched from the network (``$KBFM_OFFLINE`` or
         ``$HF_HUB_OFFLINE``).
     progress
-        Show progress bars on long work.
+        Show progress bars on long work (``$KBFM_PROGRESS=0`` or ``kbfm --quiet`` turns
+        them off).
     batch_size
         Default encoder batch size.
     """
@@ -45,7 +46,11 @@ class KbfmSettings:
     offline: bool = field(
         default_factory=lambda: _env_flag("KBFM_OFFLINE") or _env_flag("HF_HUB_OFFLINE")
     )
-    progress: bool = True
+    progress: bool = field(
+        default_factory=lambda: (
+            os.environ.get("KBFM_PROGRESS", "1").strip().lower() not in {"0", "false", "no", "off"}
+        )
+    )
     batch_size: int = 64
 
     def resolve_device(self) -> str:

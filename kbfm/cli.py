@@ -62,8 +62,17 @@ def _roundtrip(path: Path, out: Path | None, step) -> None:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False):
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars (also KBFM_PROGRESS=0).")
+    ] = False,
+):
+    from ._settings import settings
+
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    if quiet:
+        settings.progress = False
 
 
 @app.command()

@@ -60,3 +60,12 @@ def test_info_lists_image_encoders_and_llms():
     image_default = next(r for r in info["image_encoders"] if r["default"])
     assert image_default["name"] == "efficientnet_lite0" and image_default["offline"]
     assert {r["name"] for r in info["llms"]} >= {"smollm2", "dry-run"}
+
+
+def test_progress_can_be_switched_off_from_the_environment(monkeypatch):
+    from kbfm._settings import KbfmSettings
+
+    monkeypatch.setenv("KBFM_PROGRESS", "0")
+    assert KbfmSettings().progress is False
+    monkeypatch.setenv("KBFM_PROGRESS", "1")
+    assert KbfmSettings().progress is True
