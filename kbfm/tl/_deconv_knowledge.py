@@ -85,9 +85,9 @@ def smooth_signatures(
 
 
 #: A type needs this many of its own marker genes in the panel before kbfm looks
-#: further. One is enough: an ancestor's markers (e.g. "glial cell" for microglia) mostly
-#: belong to the type's siblings and blur the very distinction deconvolution makes.
-MIN_PANEL_MARKERS = 1
+#: further. Measured on the two mouse references (benchmarks/annotation_breadth.py):
+#: 3 gave pseudo-spot RMSE 0.116 / 0.154, 1 gave 0.128 / 0.179.
+MIN_PANEL_MARKERS = 3
 _DEEP_MARKERS = 100
 
 
@@ -96,10 +96,10 @@ def _panel_markers(
 ) -> tuple[list[str], str]:
     """Markers of ``cid`` measured in ``panel``, and where they came from.
 
-    Its own top markers first; when none is measured, deeper into its ranked list (top
-    100); only a type with no measured marker of its own borrows those of its nearest
-    ancestor that has some (a dentate gyrus granule cell, which has no marker list,
-    borrows from its hippocampal-neuron ancestor).
+    Its own top markers first; when fewer than :data:`MIN_PANEL_MARKERS` are measured,
+    deeper into its ranked list (top 100), then the nearest ancestor that has measured
+    markers (a dentate gyrus granule cell, which has no marker list, borrows from its
+    hippocampal-neuron ancestor).
     """
     from ..knowledge.cell_ontology import GENERIC_TERMS
 
