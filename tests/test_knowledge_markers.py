@@ -130,6 +130,9 @@ def test_a_type_without_markers_gets_the_union_of_its_descendants(onto):
 
 
 def test_a_type_without_any_curated_markers_is_empty_with_a_warning(caplog):
+    import importlib
+
+    importlib.import_module("kbfm.knowledge.markers")._WARNED_EMPTY.clear()
     with caplog.at_level(logging.WARNING, logger="kbfm.knowledge.markers"):
         sets = marker_sets(cell_types=["hepatic stellate cell"], source="curated")
     assert sets == {"CL:0000632": []}

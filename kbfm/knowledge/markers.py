@@ -80,6 +80,7 @@ def marker_table(species: str = "human") -> pd.DataFrame:
 
 #: Marker knowledge: kbfm's curated table, cellconsensus, or both (curated first).
 MARKER_SOURCES = ("combined", "curated", "consensus")
+_WARNED_EMPTY: set[str] = set()
 #: Consensus markers taken per cell type by default.
 DEFAULT_TOP_MARKERS = 20
 
@@ -176,7 +177,8 @@ def marker_sets(
         below = set(onto.descendants(cid, include_self=False))
         union = [g for c, genes in known.items() if c in below for g in genes[:5]]
         out[cid] = list(dict.fromkeys(union))[: max(top_n, 1)]
-        if not out[cid]:
+        if not out[cid] and cid not in _WARNED_EMPTY:
+            _WARNED_EMPTY.add(cid)  # once per process, not at every call
             logger.warning("no markers for %s (%s) or its descendants", name, cid)
     return out
 
