@@ -296,7 +296,10 @@ def annotate(
     encoder: EncoderOpt = "minilm",
     species: SpeciesOpt = "auto",
     llm: Annotated[
-        str, typer.Option(help="For --method llm: smollm2, hf:<id>, openai:<model>, dry-run.")
+        str,
+        typer.Option(
+            help="For --method llm: smollm2, qwen1.5b, qwen0.5b, hf:<id>, openai:<model>, dry-run."
+        ),
     ] = "smollm2",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     tissue: Annotated[
@@ -361,7 +364,11 @@ def ask(
     question: Annotated[str, typer.Argument(help="Your question in plain language.")],
     data: Annotated[Path | None, typer.Option(help="The .h5ad file to analyse.")] = None,
     llm: Annotated[
-        str, typer.Option(help="smollm2, hf:<id>, openai:<model>, dry-run.")
+        str,
+        typer.Option(
+            help="smollm2, qwen1.5b / qwen0.5b (after `kbfm models install`), hf:<id>, "
+            "openai:<model>, dry-run."
+        ),
     ] = "smollm2",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     plan: Annotated[
