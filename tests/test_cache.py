@@ -122,3 +122,22 @@ def test_dimension_change_mid_run_is_a_clear_error(tmp_path):
     enc.dim = 16  # the endpoint now claims 16-d but returns 8-d vectors
     with pytest.raises(KbfmUnavailableError, match=r"expected \(1, 16\)"):
         encode_texts(["alpha"], enc, cache=EmbeddingCache(tmp_path))
+
+
+def test_atomic_writes_respect_the_umask_and_an_existing_mode(tmp_path):
+    import os
+    import stat
+
+    from kbfm._atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        new = atomic_write_text(tmp_path / "new.txt", "x")
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644  # not mkstemp's 0600
+        kept = tmp_path / "kept.txt"
+        kept.write_text("old")
+        kept.chmod(0o640)
+        atomic_write_text(kept, "new")
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
