@@ -197,6 +197,22 @@ def human_to_mouse(symbols: Iterable[str], *, many_to_many: bool = True) -> dict
     return _translate(symbols, "human_to_mouse", many_to_many)
 
 
+def gene_sets_to_mouse(sets: dict[str, Iterable[str]]) -> dict[str, list[str]]:
+    """Translate ``{key: [human symbols]}`` to mouse, dropping genes without an ortholog.
+
+    One-to-one and one-to-many orthologs only (see :func:`human_to_mouse`); the order
+    within each list is kept.
+
+    Examples
+    --------
+    >>> gene_sets_to_mouse({"astrocyte": ["GFAP", "NOT_A_GENE"]})
+    {'astrocyte': ['Gfap']}
+    """
+    sets = {k: list(v) for k, v in sets.items()}
+    to_mouse = human_to_mouse({g for v in sets.values() for g in v}, many_to_many=False)
+    return {k: [to_mouse[g] for g in v if g in to_mouse] for k, v in sets.items()}
+
+
 def mouse_to_human(symbols: Iterable[str], *, many_to_many: bool = True) -> dict[str, str]:
     """Map mouse gene symbols to their best human ortholog (see :func:`human_to_mouse`).
 

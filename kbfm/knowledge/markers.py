@@ -102,11 +102,9 @@ def _all_marker_sets(species: str, source: str, top_n: int) -> dict[str, tuple[s
             for cid, ranked in load_consensus_knowledge().markers.items()
         }
         if species == "mouse":
-            from .gene_symbols import human_to_mouse
+            from .gene_symbols import gene_sets_to_mouse
 
-            genes = {g for v in consensus.values() for g in v}
-            to_mouse = human_to_mouse(genes, many_to_many=False)
-            consensus = {c: [to_mouse[g] for g in v if g in to_mouse] for c, v in consensus.items()}
+            consensus = gene_sets_to_mouse(consensus)
         for cid, genes in consensus.items():
             merged = list(dict.fromkeys([*sets.get(cid, []), *genes]))
             sets[cid] = merged[: max(top_n, len(sets.get(cid, [])))]

@@ -134,13 +134,9 @@ def lineages_from_data(
 
     lineage_genes = load_lineage_markers()
     if species == "mouse":
-        from ..knowledge import human_to_mouse
+        from ..knowledge.gene_symbols import gene_sets_to_mouse
 
-        every = {g for v in lineage_genes.values() for g in v[:top_n]}
-        to_mouse = human_to_mouse(every, many_to_many=False)
-        lineage_genes = {
-            k: [to_mouse[g] for g in v if g in to_mouse] for k, v in lineage_genes.items()
-        }
+        lineage_genes = gene_sets_to_mouse({k: v[:top_n] for k, v in lineage_genes.items()})
     column = {str(g).upper(): i for i, g in enumerate(gene_names)}
     uniq, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     dense = X.toarray() if sp.issparse(X) else np.asarray(X)
@@ -170,6 +166,16 @@ def lineages_from_data(
         votes[str(group)] = "+".join(picked)
         chosen.update(picked)
     return sorted(chosen), votes
+
+
+def _tissue_key(tissue: str | None) -> str:
+    return (tissue or "").strip().lower()
+
+
+def needs_data(candidates: object, tissue: str | None) -> bool:
+    """Whether :func:`resolve_candidates` must see the data (``"auto"``, unknown tissue)."""
+    auto = isinstance(candidates, str) and candidates == "auto"
+    return auto and _tissue_key(tissue) not in TISSUE_LINEAGES
 
 
 def resolve_candidates(
@@ -219,7 +225,7 @@ def resolve_candidates(
     if candidates is None:
         ids, how = sorted(bearing), "all cell types with knowledge"
     elif isinstance(candidates, str) and candidates == "auto":
-        key = (tissue or "").strip().lower()
+        key = _tissue_key(tissue)
         if key in TISSUE_LINEAGES:
             lineages, how = list(TISSUE_LINEAGES[key]), f"auto: lineages of tissue {key!r}"
         else:

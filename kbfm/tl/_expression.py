@@ -39,7 +39,7 @@ def _has_negative(X) -> bool:
     return bool(values.size) and float(values.min()) < 0
 
 
-def _log_normalise(X) -> np.ndarray | sp.csr_matrix:
+def log_normalise(X) -> np.ndarray | sp.csr_matrix:
     """Library size to 10,000, then log1p (``scanpy.pp.normalize_total`` + ``log1p``)."""
     import scanpy as sc
 
@@ -93,6 +93,6 @@ def log_expression(adata: AnnData, *, layer: str | None = None, use_raw: bool = 
     where = "adata.raw.X" if use_raw else (f"adata.layers[{layer!r}]" if layer else "adata.X")
     if detect_scale(X).kind in ("counts", "normalized"):
         logger.info("%s holds counts: log-normalised (1e4 + log1p) on a copy.", where)
-        X = _log_normalise(X)
+        X = log_normalise(X)
         where += ", log-normalised here (library size 1e4, log1p)"
     return LogExpression(X, names, where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def _with_detected_species(knowledge):
         return knowledge
     if found != knowledge.species:
         logger.info("knowledge %r holds %s gene symbols", knowledge.source, found)
+        knowledge = copy.copy(knowledge)  # the caller's object keeps its species
         knowledge.species = found
     return knowledge
 

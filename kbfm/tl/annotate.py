@@ -15,7 +15,7 @@ from .._validate import check_adata
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ..knowledge.species import resolve_species
-from ._candidates import TISSUE_LINEAGES
+from ._candidates import needs_data
 from ._candidates import resolve_candidates as resolve_candidates_full
 from ._expression import log_expression
 from ._gene_vectors import gene_vectors
@@ -214,23 +214,20 @@ def annotate(
     X, names = expr.X, expr.names
     ontology = CellOntology.load()
 
+    # A branch, list or known tissue is resolved (and refused) before any clustering.
+    choice = None
+    if not needs_data(candidates, tissue):
+        choice = resolve_candidates_full(candidates, ontology, species, tissue=tissue)
     groups = None
     if groupby == "auto":
         groups = auto_clusters(X)
     elif groupby is not None:
         groups = adata.obs[groupby].astype(str).to_numpy()
-    vote_groups = groups
-    if vote_groups is None and isinstance(candidates, str) and candidates == "auto":
-        vote_groups = auto_clusters(X) if tissue not in TISSUE_LINEAGES else None
-    choice = resolve_candidates_full(
-        candidates,
-        ontology,
-        species,
-        tissue=tissue,
-        X=X,
-        gene_names=names,
-        groups=vote_groups,
-    )
+    if choice is None:
+        votes = groups if groups is not None else auto_clusters(X)
+        choice = resolve_candidates_full(
+            candidates, ontology, species, tissue=tissue, X=X, gene_names=names, groups=votes
+        )
     ids = choice.ids
     logger.info("annotate: %d candidate cell types (%s)", len(ids), choice.how)
     params: dict = {

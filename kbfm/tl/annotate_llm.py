@@ -35,15 +35,13 @@ def top_markers(
     """Top ``top_n`` marker genes per group (Wilcoxon, scanpy), most specific first."""
     import scanpy as sc
 
+    from ._expression import log_normalise
     from .annotate_markers import looks_like_counts
 
-    tmp = AnnData(X.astype(np.float32))
+    tmp = AnnData(log_normalise(X) if looks_like_counts(X) else X.astype(np.float32))
     tmp.var_names = [str(g) for g in gene_names]
     tmp.var_names_make_unique()
     tmp.obs["group"] = pd.Categorical(groups.astype(str))
-    if looks_like_counts(X):
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
     if tmp.obs["group"].nunique() < 2:
         msg = "LLM annotation needs at least two groups to rank marker genes."
         raise KbfmInputError(msg)

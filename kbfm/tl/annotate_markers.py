@@ -58,14 +58,12 @@ def marker_score_matrix(
     import scanpy as sc
 
     from ..knowledge import marker_sets
+    from ._expression import log_normalise
 
-    tmp = AnnData(X.astype(np.float32))
+    tmp = AnnData(log_normalise(X) if looks_like_counts(X) else X.astype(np.float32))
     upper = [str(g).upper() for g in gene_names]
     tmp.var_names = upper
     tmp.var_names_make_unique()
-    if looks_like_counts(X):
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
     markers = marker_sets(species=species, cell_types=list(cell_type_ids), ontology=ontology)
     present = set(tmp.var_names)
     scores = np.full((tmp.n_obs, len(cell_type_ids)), -np.inf, dtype=np.float64)
