@@ -256,3 +256,11 @@ def test_zero_shot_deconvolution_borrows_markers_for_unmeasured_types():
     origin = spots.uns["kbfm"]["deconvolve"]["marker_origin"]
     assert origin["dentate gyrus granule cell"].startswith("ancestor")
     assert spots.obsm["kbfm_proportions"].shape == (20, 2)
+
+
+def test_marker_facts_refuse_an_unknown_species():
+    from kbfm.knowledge.retrieval import marker_facts
+
+    assert marker_facts(["MS4A1"])["MS4A1"][0] == "B cell"
+    with pytest.raises(KbfmInputError, match="species must be one of"):
+        marker_facts(["GFAP"], "rat")

@@ -58,8 +58,10 @@ def marked_types(species: str) -> dict[str, list[str]]:
     """
     from .cell_ontology import GENERIC_TERMS, CellOntology
     from .consensus_markers import load_consensus_knowledge
+    from .gene_symbols import _check_species
     from .markers import marker_table
 
+    _check_species(species)  # anything but human is translated to mouse below
     onto = CellOntology.load()
     ck = load_consensus_knowledge()
     scores: dict[str, dict[str, float]] = {}
