@@ -19,6 +19,7 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib
 import importlib.metadata
@@ -800,6 +801,10 @@ def install(
 def uninstall(name: str | ModelPackageSpec) -> bool:
     """Remove a model's folder from the store (the part packages stay installed).
 
+    Caches derived from the model (``<name>-hf-<dtype>``, the converted weights an
+    LLM loads from) are removed with it: they would be stale after a reinstall and
+    hold gigabytes.
+
     Parameters
     ----------
     name
@@ -810,12 +815,19 @@ def uninstall(name: str | ModelPackageSpec) -> bool:
     True when something was removed.
     """
     folder = model_dir(name)
-    if not folder.exists():
-        return False
-    (folder / MANIFEST_NAME).unlink(missing_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(folder)
-    return True
+    derived = sorted(folder.parent.glob(f"{glob.escape(folder.name)}-hf-*"))
+    removed = False
+    if folder.exists():
+        (folder / MANIFEST_NAME).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(folder)
+        removed = True
+    for cache in derived:
+        if cache.is_dir():
+            with contextlib.suppress(FileNotFoundError):
+                shutil.rmtree(cache)
+            removed = True
+    return removed
 
 
 def status() -> list[dict]:

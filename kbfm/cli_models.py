@@ -58,3 +58,23 @@ def list_cmd(
         state = f"installed: {row['path']}" if row["installed"] else row["install_command"]
         typer.echo(f"{row['name']:<10} {row['kind']:<12} {size:>10}  {row['license']:<11} {state}")
         typer.echo(f"{'':<10} {row['description']}")
+
+
+@models_app.command("uninstall")
+def uninstall_cmd(
+    name: Annotated[str, typer.Argument(help="Model name (see `kbfm models list`).")],
+) -> None:
+    """Remove a model and the weight caches derived from it from the store."""
+    from . import _model_store as store
+    from .cli import _run
+
+    def go():
+        spec = store.get_spec(name)
+        if store.uninstall(spec):
+            typer.echo(
+                f"Removed {spec.name} from {store.store_dir()} (part packages stay installed)."
+            )
+        else:
+            typer.echo(f"{spec.name} is not installed; nothing removed.")
+
+    _run(go)

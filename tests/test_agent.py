@@ -167,3 +167,40 @@ def test_broken_tool_call_json_is_recorded_and_the_loop_goes_on(pbmc, tmp_path):
     assert [s.ok for s in transcript.steps] == [False]
     assert "invalid JSON" in transcript.steps[0].result
     assert transcript.answer.startswith("No valid call")
+
+
+def test_an_empty_final_answer_is_asked_for_once(pbmc, tmp_path):
+    replies = [
+        tool_reply("summarize_column", json.dumps({"column": "cell_type"})),
+        text_reply(""),
+        text_reply("Mostly dendritic cells."),
+    ]
+    with ChatServer(replies) as server:
+        transcript, _ = run_agent(
+            "What is in the data?",
+            adata=pbmc,
+            llm="openai:agent",
+            llm_options={"base_url": server.base_url},
+            out_dir=tmp_path,
+        )
+    assert transcript.answer == "Mostly dendritic cells." and transcript.stop_reason == "answered"
+    assert "was empty" in server.requests[2]["messages"][-1]["content"]
+
+
+def test_two_empty_answers_report_the_last_tool_result(pbmc, tmp_path):
+    replies = [
+        tool_reply("summarize_column", json.dumps({"column": "cell_type"})),
+        text_reply(""),
+        text_reply("  "),
+    ]
+    with ChatServer(replies) as server:
+        transcript, _ = run_agent(
+            "What is in the data?",
+            adata=pbmc,
+            llm="openai:agent",
+            llm_options={"base_url": server.base_url},
+            out_dir=tmp_path,
+        )
+    assert len(server.requests) == 3 and transcript.stop_reason == "empty answer"
+    assert transcript.answer.startswith("(the model gave no answer; last tool result, from")
+    assert "summarize_column" in transcript.answer

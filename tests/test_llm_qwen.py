@@ -303,6 +303,32 @@ def test_parse_tool_calls_bare_json_of_an_offered_tool():
     assert parse_tool_calls("```json\n{broken}\n```", ["get_weather"])[1] == []
 
 
+def test_parse_tool_calls_several_objects_in_one_fenced_block():
+    names = ["run_qc", "find_domains"]
+    text = (
+        "First QC, then domains.\n```json\n"
+        '{"name": "run_qc", "arguments": {}}\n'
+        '{"name": "find_domains", "arguments": {"n_domains": 4}}\n```\nDone.'
+    )
+    content, calls, errors = parse_tool_calls(text, names)
+    assert [c["function"]["name"] for c in calls] == ["run_qc", "find_domains"]
+    assert calls[1]["function"]["arguments"] == '{"n_domains": 4}'
+    assert [c["id"] for c in calls] == ["call_1", "call_2"]
+    assert content == "First QC, then domains.\n\nDone." and errors == []
+    # a JSON list of calls, comma-separated objects, and bare objects on their own lines
+    listed = '```json\n[{"name": "run_qc", "arguments": {}}, {"name": "find_domains"}]\n```'
+    assert len(parse_tool_calls(listed, names)[1]) == 2
+    commas = '{"name": "run_qc", "arguments": {}},\n{"name": "find_domains", "arguments": {}}'
+    assert len(parse_tool_calls(commas, names)[1]) == 2
+    # an object naming no offered tool is skipped, the others are kept, in order
+    mixed = '```\n{"name": "rm_rf"}\n{"name": "run_qc"}\n```'
+    content, calls, _ = parse_tool_calls(mixed, names)
+    assert [c["function"]["name"] for c in calls] == ["run_qc"]
+    # reading stops at broken JSON: what came before it still counts
+    broken = '```json\n{"name": "run_qc", "arguments": {}}\n{"name": "find_dom\n```'
+    assert [c["function"]["name"] for c in parse_tool_calls(broken, names)[1]] == ["run_qc"]
+
+
 class _Replay(LLM):
     """Answers with parsed Qwen-format text, one reply per call."""
 

@@ -124,6 +124,22 @@ def test_failed_reinstall_keeps_the_working_copy(blob, tmp_path):
     assert _store_files(good) == [ms.MANIFEST_NAME, "tiny.gguf"]
 
 
+def test_uninstall_removes_the_model_and_its_derived_caches(blob):
+    data, parts = blob
+    spec = _spec(parts, data)
+    path = ms.install(spec, pip=False)
+    derived = path.parent.parent / f"{spec.name}-hf-bfloat16"
+    derived.mkdir()
+    (derived / "model.safetensors").write_bytes(b"0" * 10)
+    other = path.parent.parent / "tinyother"
+    other.mkdir()  # another model whose name starts alike stays
+
+    assert ms.uninstall(spec) is True
+    assert not path.parent.exists() and not derived.exists() and other.exists()
+    assert not ms.is_installed(spec)
+    assert ms.uninstall(spec) is False
+
+
 def test_not_enough_disk_space_is_refused_up_front(blob, monkeypatch):
     data, parts = blob
     spec = _spec(parts, data)

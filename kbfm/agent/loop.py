@@ -124,6 +124,21 @@ def _calls_from_text(text: str) -> list[dict]:
     ]
 
 
+_ASK_FOR_ANSWER = (
+    "Your last reply was empty. Answer the question now in at most three sentences, "
+    "using the tool results above, or call a tool if one is still needed."
+)
+
+
+def _fallback_answer(transcript: Transcript) -> str:
+    """What to report when the model gave no answer twice: the last tool result."""
+    done = [s for s in transcript.steps if s.ok]
+    if not done:
+        return "(the model gave no answer and no tool succeeded)"
+    last = done[-1]
+    return f"(the model gave no answer; last tool result, from {last.tool}: {last.result})"
+
+
 def run_agent(
     question: str,
     *,
@@ -170,6 +185,7 @@ def run_agent(
         {"role": "user", "content": question},
     ]
     transcript = Transcript(question=question, model=model.model_id, prompt=prompt.key)
+    asked_again = False
     while True:
         if len(transcript.steps) >= max_steps:
             transcript.stop_reason = f"step budget ({max_steps}) reached"
@@ -205,9 +221,16 @@ def run_agent(
                 }
             )
             continue
+        if not calls and not reply.content.strip() and not asked_again:
+            # An empty final answer (small models often stop after the last tool
+            # result): ask once for the answer in words.
+            asked_again = True
+            messages.append({"role": "assistant", "content": ""})
+            messages.append({"role": "user", "content": _ASK_FOR_ANSWER})
+            continue
         if not calls:
-            transcript.answer = reply.content.strip()
-            transcript.stop_reason = "answered"
+            transcript.answer = reply.content.strip() or _fallback_answer(transcript)
+            transcript.stop_reason = "answered" if reply.content.strip() else "empty answer"
             break
         messages.append({"role": "assistant", "content": reply.content or "", "tool_calls": calls})
         for call in calls:

@@ -165,28 +165,52 @@ def parse_tool_calls(
     return text.strip(), calls, errors
 
 
-_FENCED_RE = re.compile(r"```(?:json)?\s*(\{.*?\})\s*```", re.DOTALL)
+_FENCED_RE = re.compile(r"```(?:json)?[ \t]*\n?(.*?)```", re.DOTALL)
+_JSON_DECODER = json.JSONDecoder()
+
+
+def _json_objects(body: str, offset: int) -> list[tuple[int, int, Any]]:
+    """Every JSON value written one after another in ``body`` (whitespace or commas
+    between them, or one JSON list around them), as ``(start, end, value)`` spans
+    shifted by ``offset``. Reading stops at the first text that is not JSON."""
+    found: list[tuple[int, int, Any]] = []
+    pos = 0
+    while True:
+        while pos < len(body) and (body[pos].isspace() or body[pos] == ","):
+            pos += 1
+        if pos >= len(body) or body[pos] not in "{[":
+            return found
+        try:
+            value, end = _JSON_DECODER.raw_decode(body, pos)
+        except json.JSONDecodeError:
+            return found
+        items = value if isinstance(value, list) else [value]
+        found.extend((offset + pos, offset + end, item) for item in items)
+        pos = end
 
 
 def _bare_json_calls(text: str, names: set[str]) -> tuple[str, list[dict], list[str]]:
-    """Calls written as fenced or bare JSON objects naming an offered tool."""
+    """Calls written as fenced or bare JSON objects naming an offered tool.
+
+    A fenced block (or, without fences, the whole answer when it starts with ``{``
+    or ``[``) may hold several objects one after another, or a list of them; each
+    object whose ``name`` is an offered tool is one call, in order.
+    """
     stripped = text.strip()
-    spans = [(m.start(), m.end(), m.group(1)) for m in _FENCED_RE.finditer(stripped)]
-    if not spans and stripped.startswith("{") and stripped.endswith("}"):
-        spans = [(0, len(stripped), stripped)]
+    regions = [(m.start(1), m.group(1)) for m in _FENCED_RE.finditer(stripped)]
+    if not regions and stripped[:1] in ("{", "["):
+        regions = [(0, stripped)]
     calls: list[dict] = []
     kept: list[tuple[int, int]] = []
-    for start, end, body in spans:
-        try:
-            obj = json.loads(body)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(obj, dict) or obj.get("name") not in names:
-            continue
-        args: Any = obj.get("arguments", obj.get("parameters", {}))
-        arguments = args if isinstance(args, str) else json.dumps(args)
-        calls.append(_function_call(f"call_{len(calls) + 1}", obj["name"], arguments))
-        kept.append((start, end))
+    for offset, body in regions:
+        for start, end, obj in _json_objects(body, offset):
+            if not isinstance(obj, dict) or obj.get("name") not in names:
+                continue
+            args: Any = obj.get("arguments", obj.get("parameters", {}))
+            arguments = args if isinstance(args, str) else json.dumps(args)
+            calls.append(_function_call(f"call_{len(calls) + 1}", obj["name"], arguments))
+            if not kept or kept[-1][1] <= start:
+                kept.append((start, end))
     if not calls:
         return stripped, [], []
     content, last = [], 0
@@ -194,7 +218,10 @@ def _bare_json_calls(text: str, names: set[str]) -> tuple[str, list[dict], list[
         content.append(stripped[last:start])
         last = end
     content.append(stripped[last:])
-    return "".join(content).strip(), calls, []
+    leftover = _FENCED_RE.sub(
+        lambda m: "" if not m.group(1).strip(" ,\n\t") else m.group(0), "".join(content)
+    )
+    return leftover.strip(), calls, []
 
 
 # ---------------------------------------------------------------- CPU threads
