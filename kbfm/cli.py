@@ -372,7 +372,8 @@ def ask(
     ] = "smollm2",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     plan: Annotated[
-        Path | None, typer.Option(help="JSON list of [tool, {args}] to replay.")
+        Path | None,
+        typer.Option(help='JSON list of (tool, arguments) pairs to replay, e.g. \\[["run_qc", {}]].'),
     ] = None,
     max_steps: Annotated[int, typer.Option(help="Most tool calls.")] = 8,
     out: Annotated[Path, typer.Option("--out", "-o", help="Transcript and figures.")] = Path(
