@@ -20,6 +20,38 @@ def check_adata(adata: object) -> AnnData:
     return adata
 
 
+def check_in_memory(adata: AnnData, what: str) -> None:
+    """Raise for a backed AnnData (``read_h5ad(backed="r")``) where ``what`` needs X in memory."""
+    if getattr(adata, "isbacked", False):
+        msg = (
+            f"{what} needs the expression matrix in memory, but this AnnData is backed by "
+            f"{adata.filename}. Load it with adata.to_memory() (or read_h5ad without backed=)."
+        )
+        raise KbfmInputError(msg)
+
+
+def check_finite(X: np.ndarray | sp.spmatrix, where: str) -> None:
+    """Raise when ``X`` holds NaN or infinite values, saying how many and where."""
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if values.size and not np.all(np.isfinite(values)):
+        n_bad = int((~np.isfinite(values)).sum())
+        msg = f"{where} holds {n_bad} NaN or infinite values; impute or drop them first."
+        raise KbfmInputError(msg)
+
+
+def check_unique_names(names: list[str], where: str) -> None:
+    """Raise when gene names repeat (results per gene would be ambiguous)."""
+    seen: set[str] = set()
+    repeated = {n for n in names if n in seen or seen.add(n)}
+    if repeated:
+        examples = sorted(repeated)[:5]
+        msg = (
+            f"{where} holds {len(repeated)} repeated gene name(s), e.g. {examples}; make them "
+            "unique first (adata.var_names_make_unique()) or aggregate the duplicates."
+        )
+        raise KbfmInputError(msg)
+
+
 def expression_matrix(
     adata: AnnData, *, layer: str | None = None, use_raw: bool = False
 ) -> tuple[np.ndarray | sp.csr_matrix, list[str]]:
@@ -39,6 +71,7 @@ def expression_matrix(
     ``(matrix, gene_names)``; sparse input is returned as CSR, never densified.
     """
     check_adata(adata)
+    check_in_memory(adata, "This step")
     if use_raw and layer is not None:
         msg = "Pass either layer= or use_raw=True, not both."
         raise KbfmInputError(msg)
@@ -58,11 +91,9 @@ def expression_matrix(
         msg = f"{where} is empty (None)."
         raise KbfmInputError(msg)
     X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+    check_finite(X, where)
+    check_unique_names(names, "adata.raw.var_names" if use_raw else "adata.var_names")
     values = X.data if sp.issparse(X) else X
-    if values.size and not np.all(np.isfinite(values)):
-        n_bad = int((~np.isfinite(values)).sum())
-        msg = f"{where} holds {n_bad} NaN or infinite values; impute or drop them first."
-        raise KbfmInputError(msg)
     if values.size and values.min() < 0:
         hint = " It looks scaled (sc.pp.scale);" if values.min() < -0.5 else ""
         msg = (

@@ -56,11 +56,26 @@ def spatial_coords(adata: AnnData) -> np.ndarray:
             "missing; read the data with kbfm.io.read_visium / read_legacy_st."
         )
         raise KbfmInputError(msg)
-    coords = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)
+    try:
+        coords = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)
+    except (TypeError, ValueError):
+        msg = "adata.obsm['spatial'] must hold numbers (x, y per spot)."
+        raise KbfmInputError(msg) from None
     if coords.ndim != 2 or coords.shape[1] < 2:
         msg = f"adata.obsm['spatial'] must have shape (n_obs, 2), got {coords.shape}."
         raise KbfmInputError(msg)
-    return coords[:, :2]
+    coords = coords[:, :2]
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        names = list(adata.obs_names[bad][:5])
+        more = f" (+{int(bad.sum()) - 5} more)" if bad.sum() > 5 else ""
+        msg = (
+            f"adata.obsm['spatial'] holds NaN or infinite coordinates for {int(bad.sum())} "
+            f"spot(s), e.g. {names}{more}; drop those spots (adata[mask].copy()) or fix "
+            "their coordinates."
+        )
+        raise KbfmInputError(msg)
+    return coords
 
 
 def on_tissue_fraction(image: np.ndarray, coords: np.ndarray) -> float:

@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from ..io._spatial import spatial_coords
 
 
 def proportions(
@@ -58,7 +59,7 @@ def proportions(
         msg = f"Cell types {unknown} are not in obsm[{key!r}]; available: {columns}."
         raise KbfmInputError(msg)
     values = np.asarray(P)
-    xy = np.asarray(adata.obsm["spatial"])[:, :2]
+    xy = spatial_coords(adata)
     nrows = int(np.ceil(len(cell_types) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.8 * nrows), squeeze=False)
     for ax in axes.ravel():

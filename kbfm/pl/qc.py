@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from ..io._spatial import spatial_coords
 
 _METRICS = (
     ("total_counts", "total counts", True),
@@ -93,7 +94,7 @@ def qc_spatial(adata: AnnData, *, key: str = "kbfm_qc", spot_size: float = 8.0):
     if f"{key}_reason" not in adata.obs.columns:
         msg = f"No QC results under obs['{key}_*']; run kbfm.pp.auto_qc(adata) first."
         raise KbfmInputError(msg)
-    xy = np.asarray(adata.obsm["spatial"])[:, :2]
+    xy = spatial_coords(adata)
     first = adata.obs[f"{key}_reason"].astype(str).str.split(";").str[0].to_numpy()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ok = first == ""

@@ -26,7 +26,8 @@ class ScaleInfo:
     kind
         One of ``"counts"``, ``"normalized"`` (library-size scaled, not logged),
         ``"log"`` (log1p of counts or of normalised values) or ``"scaled"``
-        (negative values: z-scores, residuals).
+        (negative values: z-scores, residuals); ``"invalid"`` when the sampled values
+        hold NaN or infinity (callers refuse such data before looking at the kind).
     reason
         One sentence a person can check, e.g. ``"non-integer values, max 8.9"``.
     """
@@ -70,6 +71,8 @@ def detect_scale(X) -> ScaleInfo:
     sub = _sample_rows(X)
     values = sub.data if sp.issparse(sub) else np.asarray(sub).ravel()
     values = values[values != 0]
+    if values.size and not np.isfinite(values).all():
+        return ScaleInfo("invalid", "NaN or infinite values")
     if values.size == 0:
         return ScaleInfo("counts", "all sampled values are zero")
     vmin, vmax = float(values.min()), float(values.max())

@@ -13,7 +13,8 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
 from .._provenance import record_step
-from .._validate import check_adata
+from .._validate import check_adata, check_finite
+from ..io._spatial import spatial_coords
 from ._detect import find_counts, gene_symbols, guess_species
 from ._spatial_qc import local_log_ratio, neighbor_correlation, spot_graph
 
@@ -82,10 +83,12 @@ def _per_batch_flags(
     log_total, log_genes = np.log1p(m["total_counts"].to_numpy()), np.log1p(m["n_genes"].to_numpy())
     if use_counts:
         lo, hi = _mad_bounds(log_total, nmads, min_spread=0.1)
-        flags["low_counts"], flags["high_counts"] = log_total < lo, log_total > hi
+        # An empty spot always fails, even when most spots are empty (MAD bounds at 0).
+        flags["low_counts"] = (log_total < lo) | (m["total_counts"].to_numpy() <= 0)
+        flags["high_counts"] = log_total > hi
         thr["total_counts"] = [float(np.expm1(lo)), float(np.expm1(hi))]
     lo, _ = _mad_bounds(log_genes, nmads, min_spread=0.1)
-    flags["low_genes"] = log_genes < lo
+    flags["low_genes"] = (log_genes < lo) | (m["n_genes"].to_numpy() <= 0)
     thr["n_genes"] = [float(np.expm1(lo)), float("inf")]
     # Fractions: one-sided for mito / hb; a floor of percentage points stops a tight
     # distribution (MAD near 0) from flagging ordinary spots.
@@ -109,7 +112,7 @@ def _spatial_flags(
     adata: AnnData, C, m: pd.DataFrame, *, nmads: float, use_counts: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, float], pd.DataFrame]:
     flags, summary = {}, {}
-    coords = np.asarray(adata.obsm["spatial"])[:, :2]
+    coords = spatial_coords(adata)
     graph = spot_graph(coords)
     extra = pd.DataFrame({"n_neighbors": graph.n_neighbors}, index=m.index)
     if "in_tissue" in adata.obs.columns:
@@ -166,7 +169,8 @@ def auto_qc(
 
     Thresholds are medians -/+ ``nmads`` median absolute deviations, computed per
     sample (``batch_key``), as in the scverse best-practice book: log total counts and
-    log detected genes (both sides for counts, low side for genes), mitochondrial
+    log detected genes (both sides for counts, low side for genes; a spot with no
+    counts always fails, whatever the thresholds), mitochondrial
     fraction (``nmads_mito``, high side), haemoglobin (high) and ribosomal fractions
     (both sides). With ``obsm["spatial"]`` it also flags spots outside the tissue
     (``obs["in_tissue"] == 0``), isolated spots (at most one neighbour), spots whose
@@ -240,6 +244,7 @@ def auto_qc(
         raise KbfmInputError(msg)
 
     C, where, scale = find_counts(adata, layer=layer)
+    check_finite(C, where)
     adaptation = "none"
     if scale.kind != "counts":
         fix = (

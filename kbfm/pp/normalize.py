@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
 from .._provenance import record_step
-from .._validate import check_adata
+from .._validate import check_adata, check_finite, check_in_memory
 from ._detect import detect_scale
 
 logger = logging.getLogger(__name__)
@@ -116,12 +115,11 @@ def normalize(
     if layer is not None and layer not in adata.layers:
         msg = f"Layer {layer!r} not found in adata.layers; available: {list(adata.layers)}."
         raise KbfmInputError(msg)
+    check_in_memory(adata, "normalize")
+    X = adata.layers[layer] if layer is not None else adata.X
+    check_finite(X, f"adata.layers[{layer!r}]" if layer is not None else "adata.X")
     adata = adata.copy() if copy else adata
     X = adata.layers[layer] if layer is not None else adata.X
-    values = X.data if sp.issparse(X) else np.asarray(X)
-    if values.size and not np.all(np.isfinite(values)):
-        msg = "The matrix holds NaN or infinite values; impute or drop them before normalize."
-        raise KbfmInputError(msg)
 
     auto_method, reason, scale = choose_method(X)
     if method == "auto":

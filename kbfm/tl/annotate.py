@@ -133,7 +133,8 @@ def annotate(
         The count used is logged and recorded in ``uns``.
     groupby
         Annotate groups instead of cells: an ``obs`` column, or ``"auto"`` for Leiden
-        clusters computed here (stored in ``obs["kbfm_clusters"]``).
+        clusters computed here (stored in ``obs["kbfm_clusters"]``). ``method="llm"``
+        always annotates groups: ``None`` means ``"auto"`` there.
     layer, use_raw
         Where to read expression. By default ``X``; when ``X`` holds negative values
         (Pearson residuals, scaled data) a log or counts layer or ``raw`` is used and
@@ -209,6 +210,10 @@ def annotate(
             f"use one of {list(adata.obs)} or 'auto'."
         )
         raise KbfmInputError(msg)
+    if method == "llm" and groupby is None:
+        # An LLM names clusters, never single cells: cluster here unless told otherwise.
+        groupby = "auto"
+        logger.info("method='llm' annotates clusters: groupby='auto' (Leiden) is used.")
     species = resolve_species(species, adata.raw.var_names if use_raw else adata.var_names)
     expr = log_expression(adata, layer=layer, use_raw=use_raw)
     X, names = expr.X, expr.names
@@ -244,9 +249,6 @@ def annotate(
     if method == "llm":
         from .annotate_llm import annotate_groups_with_llm
 
-        if groups is None:
-            msg = "method='llm' annotates groups: pass groupby=<obs column> or groupby='auto'."
-            raise KbfmInputError(msg)
         adata = adata.copy() if copy else adata
         if groupby == "auto":
             adata.obs[AUTO_CLUSTER_KEY] = pd.Categorical(groups)
