@@ -12,6 +12,7 @@ checksum, is deleted and reported as a miss, so it is recomputed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import struct
 import tempfile
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ._settings import settings
+
+logger = logging.getLogger(__name__)
 
 _MAGIC = b"KBFMEMB1"
 _HEADER = struct.Struct("<8sI32s")  # magic, dimension, sha256(payload)
@@ -72,6 +75,37 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else settings.cache_dir / "embeddings"
         self.stats = CacheStats()
+        self.read_only = False
+
+    def _give_up_writing(self, err: OSError) -> None:
+        if not self.read_only:
+            logger.warning(
+                "The embedding cache %s cannot be written (%s); results are kept but not "
+                "cached. Point KBFM_CACHE_DIR at a writable folder to cache them.",
+                self.root,
+                err.strerror or err,
+            )
+        self.read_only = True
+
+    def check_writable(self) -> bool:
+        """Try to write in the cache folder before heavy work; warn once when it fails.
+
+        Returns
+        -------
+        True when entries can be written. Otherwise the cache is switched to read-only:
+        lookups still work, :meth:`put` does nothing, and the caller keeps its results.
+        """
+        if self.read_only:
+            return False
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
+            os.close(fd)
+            Path(probe).unlink()
+        except OSError as err:
+            self._give_up_writing(err)
+            return False
+        return True
 
     def _path(self, model_id: str, revision: str, text: str) -> Path:
         key = text_key(model_id, revision, text)
@@ -139,22 +173,34 @@ class EmbeddingCache:
             Texts, aligned with the rows of ``vectors``.
         vectors
             Array of shape ``(len(texts), dim)``.
+
+        A folder that cannot be written (read-only, disk full) switches the cache to
+        read-only with one warning; nothing is raised, so computed results are kept.
         """
         vectors = np.asarray(vectors, dtype="<f4")
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
             msg = f"Expected {len(texts)} vectors, got array of shape {vectors.shape}."
             raise ValueError(msg)
         for text, vec in zip(texts, vectors, strict=True):
-            path = self._path(model_id, revision, text)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            payload = np.ascontiguousarray(vec).tobytes()
-            blob = _HEADER.pack(_MAGIC, vec.shape[0], hashlib.sha256(payload).digest()) + payload
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".emb")
+            if self.read_only:
+                return
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(blob)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+                self._write_entry(self._path(model_id, revision, text), vec)
+            except OSError as err:  # read-only or full disk: keep going without the cache
+                self._give_up_writing(err)
+                return
             self.stats.writes += 1
+
+    @staticmethod
+    def _write_entry(path: Path, vec: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = np.ascontiguousarray(vec).tobytes()
+        blob = _HEADER.pack(_MAGIC, vec.shape[0], hashlib.sha256(payload).digest()) + payload
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".emb")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(blob)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -141,3 +141,46 @@ def test_atomic_writes_respect_the_umask_and_an_existing_mode(tmp_path):
         assert stat.S_IMODE(kept.stat().st_mode) == 0o640
     finally:
         os.umask(old)
+
+
+def test_unwritable_cache_keeps_the_result_and_warns_before_encoding(tmp_path, caplog):
+    # A regular file where the cache folder should be: mkdir fails even for root
+    # (chmod-based read-only folders do not stop root, who runs CI here).
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    cache = EmbeddingCache(blocker / "cache")
+    enc = CountingEncoder()
+    order = []
+    original = enc._encode_batch
+    enc._encode_batch = lambda texts: order.append("encode") or original(texts)
+    caplog.set_level("WARNING", logger="kbfm._cache")
+    caplog.handler.emit = (lambda emit: lambda rec: order.append("warn") or emit(rec))(
+        caplog.handler.emit
+    )
+
+    vectors = encode_texts(["alpha", "beta"], enc, cache=cache)
+
+    assert vectors.shape == (2, 8) and np.isfinite(vectors).all()
+    assert order[0] == "warn" and "encode" in order  # warned up front, then computed
+    assert "cannot be written" in caplog.text and "KBFM_CACHE_DIR" in caplog.text
+    assert cache.read_only and cache.stats.writes == 0
+    uncached = encode_texts(["alpha", "beta"], CountingEncoder(), cache=False)
+    np.testing.assert_array_equal(vectors, uncached)
+
+
+def test_disk_full_mid_write_switches_to_read_only_once(tmp_path, monkeypatch, caplog):
+    import errno
+
+    cache = EmbeddingCache(tmp_path)
+    calls = []
+
+    def full(path, vec):
+        calls.append(path)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(EmbeddingCache, "_write_entry", staticmethod(full))
+    cache.put("m", "r", ["a", "b", "c"], np.ones((3, 4), dtype=np.float32))
+    cache.put("m", "r", ["d"], np.ones((1, 4), dtype=np.float32))
+    assert len(calls) == 1 and cache.read_only  # gave up after the first failure
+    assert caplog.text.count("cannot be written") == 1 and "No space left" in caplog.text
+    assert list(tmp_path.rglob("*.emb")) == []  # nothing half-written

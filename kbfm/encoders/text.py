@@ -292,6 +292,8 @@ def encode_texts(
     else:
         store = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache()
         found, missing = store.get(enc.model_id, enc.revision, unique)
+        if missing:
+            store.check_writable()  # warn before encoding, not after
         for i, vec in found.items():
             if vec.shape[0] == enc.dim:
                 vectors[i] = vec

@@ -276,6 +276,7 @@ def embed_image(
             if isinstance(cache, EmbeddingCache)
             else EmbeddingCache(settings.cache_dir / "image")
         )
+        store.check_writable()  # warn before encoding, not after
     batch_size = batch_size or settings.batch_size
     workers = _default_workers(opened) if num_workers is None else int(num_workers)
     stain_key = "none" if normalizer is None else normalizer.key()
