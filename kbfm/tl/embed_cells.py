@@ -11,10 +11,11 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._dask import check_block, dask_matrix, full_width, gene_moments, map_rows, shared
 from .._errors import KbfmInputError
 from .._provenance import record_step
 from .._settings import settings
-from .._validate import expression_matrix
+from .._validate import check_adata, expression_matrix
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._gene_vectors import gene_vectors
@@ -112,6 +113,13 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _genept_w_chunk(block, genes: np.ndarray, mean, std) -> np.ndarray:
+    """Unnormalised GenePT-w of one row chunk (relative weights when ``mean`` is given)."""
+    if mean is not None:
+        block = relative_weights(block, mean, std)
+    return weighted_gene_mean(block, genes)
+
+
 def _genept_w(X, genes, *, relative: bool, chunk_size: int) -> np.ndarray:
     from tqdm.auto import tqdm
 
@@ -119,11 +127,55 @@ def _genept_w(X, genes, *, relative: bool, chunk_size: int) -> np.ndarray:
     mean, std = gene_stats(X) if relative else (None, None)
     chunks = list(_row_chunks(X.shape[0], chunk_size))
     for rows in tqdm(chunks, desc="GenePT-w", disable=not settings.progress or len(chunks) < 2):
-        block = X[rows]
-        if relative:
-            block = relative_weights(block, mean, std)
-        out[rows] = weighted_gene_mean(block, genes)
+        out[rows] = _genept_w_chunk(X[rows], genes, mean, std)
     return _l2(out)
+
+
+def _genept_w_block(block, genes, cols, mean, std, chunk_size: int, where: str) -> np.ndarray:
+    """GenePT-w of one dask row chunk: checked, genes selected, ``chunk_size`` rows at a time."""
+    check_block(block, where)
+    block = block[:, cols]
+    out = np.empty((block.shape[0], genes.shape[1]), dtype=np.float32)
+    for rows in _row_chunks(block.shape[0], chunk_size):
+        out[rows] = _genept_w_chunk(block[rows], genes, mean, std)
+    return _l2(out)
+
+
+def _genept_w_dask(X, genes, keep, *, relative: bool, chunk_size: int, where: str) -> np.ndarray:
+    """GenePT-w over the row chunks of a dask array, on dask's current scheduler."""
+    cols = np.flatnonzero(keep)
+    mean = std = None
+    if relative:
+        mean, std = (m[cols] for m in gene_moments(X, where))
+    lazy = map_rows(
+        X,
+        _genept_w_block,
+        shared(np.ascontiguousarray(genes[keep], dtype=np.float32)),
+        cols,
+        mean,
+        std,
+        chunk_size,
+        where,
+        width=genes.shape[1],
+    )
+    return lazy.compute()
+
+
+def _sentences_block(block, names, mean, std, chunk_size: int, top_k: int, where: str):
+    check_block(block, where)
+    sentences: list[str] = []
+    for rows in _row_chunks(block.shape[0], chunk_size):
+        part = block[rows] if mean is None else relative_weights(block[rows], mean, std)
+        sentences.extend(cell_sentences(part, names, top_k=top_k))
+    return np.asarray(sentences, dtype=object)
+
+
+def _cell_sentences_dask(X, names, *, relative: bool, chunk_size: int, top_k: int, where: str):
+    mean, std = gene_moments(X, where) if relative else (None, None)
+    lazy = map_rows(
+        X, _sentences_block, names, mean, std, chunk_size, top_k, where, width=None, dtype=object
+    )
+    return [str(s) for s in lazy.compute()]
 
 
 def cell_sentences(
@@ -186,6 +238,11 @@ def embed_cells(
     ----------
     adata
         Non-negative expression (counts or log-normalised) in ``X``, a layer or ``raw``.
+        The matrix may be a dask array (e.g. from ``anndata.experimental.read_lazy`` on a
+        zarr store), with dense or sparse chunks: it is then embedded one row chunk at a
+        time on dask's current scheduler (threads, or the ``dask.distributed`` client you
+        created), with the same result as in memory. Chunks split along genes are
+        merged to full gene width, with a warning. See ``docs/scale.md``.
     method
         ``"genept_w"``: expression-weighted mean of gene text embeddings (GenePT-w).
         ``"cell_sentence"``: the top-``top_k`` genes as a sentence, embedded as one text
@@ -206,7 +263,8 @@ def embed_cells(
     top_k
         Genes per cell sentence.
     chunk_size
-        Cells per chunk; sparse input stays sparse within a chunk.
+        Cells per chunk; sparse input stays sparse within a chunk. For dask input the
+        dask chunks are the unit of work and ``chunk_size`` splits them further.
     key_added
         Key in ``adata.obsm``.
     cache
@@ -236,7 +294,13 @@ def embed_cells(
     if chunk_size < 1 or top_k < 1:
         msg = f"chunk_size and top_k must be positive (got {chunk_size}, {top_k})."
         raise KbfmInputError(msg)
-    X, names = expression_matrix(adata, layer=layer, use_raw=use_raw)
+    lazy = dask_matrix(adata, layer=layer, use_raw=use_raw)
+    if lazy is not None:
+        check_adata(adata)
+        X, names, where = lazy
+        X = full_width(X, where)
+    else:
+        X, names = expression_matrix(adata, layer=layer, use_raw=use_raw)
     enc = get_text_encoder(encoder) if not isinstance(encoder, TextEncoder) else encoder
     params = {
         "method": method,
@@ -247,6 +311,8 @@ def embed_cells(
         "encoder_model_id": enc.model_id,
         "encoder_revision": enc.revision,
     }
+    if lazy is not None:
+        params.update(dask_chunks=[int(c) for c in X.chunksize], n_dask_chunks=X.numblocks[0])
     if method == "genept_w":
         reuse = _can_reuse_gene_text(adata, source, enc, use_raw)
         if source is None:
@@ -259,9 +325,30 @@ def embed_cells(
             vectors = gene_vectors(names, source=source, encoder=enc, species=species, cache=cache)
             genes, keep = vectors.matrix, vectors.has_knowledge
             params.update(vectors.provenance)
-        X = X[:, np.flatnonzero(keep)]
-        emb = _genept_w(X, genes[keep], relative=weighting == "relative", chunk_size=chunk_size)
+        if lazy is not None:
+            emb = _genept_w_dask(
+                X,
+                genes,
+                keep,
+                relative=weighting == "relative",
+                chunk_size=chunk_size,
+                where=where,
+            )
+        else:
+            X = X[:, np.flatnonzero(keep)]
+            emb = _genept_w(X, genes[keep], relative=weighting == "relative", chunk_size=chunk_size)
         params["n_genes_used"] = int(keep.sum())
+    elif lazy is not None:
+        sentences = _cell_sentences_dask(
+            X,
+            names,
+            relative=weighting == "relative",
+            chunk_size=chunk_size,
+            top_k=top_k,
+            where=where,
+        )
+        emb = encode_texts(sentences, enc, cache=cache)
+        params.update(top_k=top_k, template=SENTENCE_TEMPLATE)
     else:
         if weighting == "relative":
             mean, std = gene_stats(X)

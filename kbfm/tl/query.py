@@ -7,9 +7,10 @@ import re
 import numpy as np
 from anndata import AnnData
 
+from .._dask import full_width, is_dask, map_rows
 from .._errors import KbfmInputError
 from .._provenance import record_step
-from ..encoders import encode_texts, get_text_encoder
+from ..encoders import TextEncoder, encode_texts, get_text_encoder
 from .embed_cells import CELL_TEXT_KEY
 
 
@@ -18,12 +19,18 @@ def _query_key(text: str) -> str:
     return f"kbfm_query_{slug or 'text'}"
 
 
+def _cosine_rows(block, vec: np.ndarray) -> np.ndarray:
+    """Cosine of each row of ``block`` with the unit vector ``vec``."""
+    cells = np.asarray(block, dtype=np.float32)
+    return (cells @ vec / np.maximum(np.linalg.norm(cells, axis=1), 1e-12)).astype(np.float32)
+
+
 def query(
     adata: AnnData,
     text: str,
     *,
     use_rep: str = CELL_TEXT_KEY,
-    encoder: str | None = None,
+    encoder: str | TextEncoder | None = None,
     ontology_prior: bool = True,
     species: str = "auto",
     key_added: str | None = None,
@@ -40,7 +47,9 @@ def query(
     Parameters
     ----------
     adata
-        Data with ``obsm[use_rep]`` from :func:`kbfm.tl.embed_cells`.
+        Data with ``obsm[use_rep]`` from :func:`kbfm.tl.embed_cells`. ``X`` may be a dask
+        array (it is not read), and so may ``obsm[use_rep]``: the scores are then
+        computed one row chunk at a time on dask's current scheduler.
     text
         The query, e.g. ``"cytotoxic lymphocytes"``.
     use_rep
@@ -78,7 +87,12 @@ def query(
     if use_rep not in adata.obsm:
         msg = f"adata.obsm[{use_rep!r}] not found; run kbfm.tl.embed_cells(adata) first."
         raise KbfmInputError(msg)
-    cells = np.asarray(adata.obsm[use_rep], dtype=np.float32)
+    cells = adata.obsm[use_rep]
+    lazy = is_dask(cells)
+    if lazy:
+        cells = full_width(cells, f"adata.obsm[{use_rep!r}]", columns="dimensions")
+    else:
+        cells = np.asarray(cells, dtype=np.float32)
     recorded = adata.uns.get("kbfm", {}).get("embed_cells", {})
     enc = get_text_encoder(encoder or recorded.get("encoder", "minilm"))
     if enc.dim != cells.shape[1]:
@@ -112,9 +126,11 @@ def query(
                 mean = np.asarray(adata.varm["kbfm_gene_text"])[rows].mean(axis=0)
                 vec = vec + mean / max(np.linalg.norm(mean), 1e-12)
                 prior_used = term_id
-    vec = vec / max(np.linalg.norm(vec), 1e-12)
-    norms = np.maximum(np.linalg.norm(cells, axis=1), 1e-12)
-    scores = cells @ vec / norms
+    vec = (vec / max(np.linalg.norm(vec), 1e-12)).astype(np.float32)
+    if lazy:
+        scores = map_rows(cells, _cosine_rows, vec, width=None).compute()
+    else:
+        scores = _cosine_rows(cells, vec)
     key = key_added or _query_key(text)
     adata = adata.copy() if copy else adata
     adata.obs[key] = scores.astype(np.float32)
@@ -125,5 +141,6 @@ def query(
         use_rep=use_rep,
         encoder=enc.name,
         ontology_prior=prior_used,
+        dask=lazy,
     )
     return adata if copy else None
