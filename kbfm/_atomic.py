@@ -1,12 +1,23 @@
-"""Atomic file writes: a temporary file in the same folder, then ``os.replace``."""
+"""Atomic file writes: a temporary file in the same folder, then ``os.replace``.
+
+The temporary file is named ``.<name>.<pid>.<random>.kbfm-tmp<suffix>``. It is removed
+on any error, on Ctrl-C (which some writers, h5py among them, would otherwise swallow)
+and, when a process was killed outright, by the next write into the same folder.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import signal
 import stat
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+_TMP_MARK = ".kbfm-tmp"
 
 
 def _target_mode(path: Path) -> int:
@@ -19,12 +30,58 @@ def _target_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove temporary files of earlier writes to ``path`` whose process is gone."""
+    pattern = f".{glob.escape(path.name)}.*{_TMP_MARK}{glob.escape(path.suffix)}"
+    removed = []
+    for tmp in path.parent.glob(pattern):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+@contextlib.contextmanager
+def _notice_sigint() -> Iterator[list[int]]:
+    """Record Ctrl-C during the block, even when the code inside swallows the exception."""
+    hits: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield hits
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        hits.append(signum)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
     """Let ``write(tmp_path)`` produce the file, then move it onto ``path`` atomically.
 
-    Readers see the old file or the new one, never a half-written one; on error the
-    temporary file is removed and ``path`` is untouched. The file gets the permissions a
-    plain write would give (those of the file it replaces, else 0666 less the umask).
+    Readers see the old file or the new one, never a half-written one; on error or
+    Ctrl-C (re-raised as ``KeyboardInterrupt`` after the writer returns, if it
+    swallowed it) the temporary file is removed and ``path`` is untouched. The file
+    gets the permissions a plain write would give (those of the file it replaces, else
+    0666 less the umask).
 
     Parameters
     ----------
@@ -40,11 +97,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(path)
     mode = _target_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=path.suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=_TMP_MARK + path.suffix
+    )
     os.close(fd)
     try:
-        write(tmp)
+        with _notice_sigint() as interrupted:
+            write(tmp)
+        if interrupted:
+            msg = f"Interrupted while writing {path}; it was not replaced."
+            raise KeyboardInterrupt(msg)
         Path(tmp).chmod(mode)  # mkstemp makes 0600; give the file its usual permissions
         os.replace(tmp, path)
     except BaseException:

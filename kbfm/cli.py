@@ -24,8 +24,33 @@ app.add_typer(models_app, name="models")
 
 InPath = Annotated[Path, typer.Argument(help="Input .h5ad file.")]
 OutOpt = Annotated[
-    Path | None, typer.Option("--out", "-o", help="Output .h5ad (default: overwrite input).")
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output .h5ad. Default: <input>.kbfm.h5ad next to the input (your file is "
+        "never overwritten unless you pass its path here; a .kbfm.h5ad input is updated).",
+    ),
 ]
+
+
+def output_path(path: Path, out: Path | None) -> Path:
+    """Where a command writes: ``out``, else ``<stem>.kbfm.h5ad`` next to ``path``.
+
+    A ``.kbfm.h5ad`` input (kbfm's own output) maps onto itself, so commands chain:
+    ``kbfm embed-genes data.h5ad`` writes ``data.kbfm.h5ad`` and ``kbfm embed-cells
+    data.kbfm.h5ad`` updates it. The user's own file is replaced only when ``out``
+    names it.
+    """
+    if out is not None:
+        return out
+    name = path.name
+    if name.endswith(".kbfm.h5ad"):
+        return path
+    stem = name[: -len(".h5ad")] if name.endswith(".h5ad") else path.stem
+    return path.with_name(f"{stem}.kbfm.h5ad")
+
+
 EncoderOpt = Annotated[str, typer.Option(help="Text encoder (see `kbfm info`).")]
 SourceOpt = Annotated[
     str,
@@ -47,6 +72,10 @@ def _run(fn):
     except (KbfmInputError, KbfmUnavailableError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2) from None
+    except KeyboardInterrupt as err:
+        detail = f": {err}" if str(err) else "; no output was written."
+        typer.secho(f"interrupted{detail}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=130) from None
 
 
 def _roundtrip(path: Path, out: Path | None, step) -> None:
@@ -55,7 +84,7 @@ def _roundtrip(path: Path, out: Path | None, step) -> None:
     def go():
         adata = read_h5ad(path)
         step(adata)
-        dest = write_h5ad(adata, out or path)
+        dest = write_h5ad(adata, output_path(path, out))
         typer.echo(f"wrote {dest}")
 
     _run(go)
@@ -373,7 +402,7 @@ def ask(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     plan: Annotated[
         Path | None,
-        typer.Option(help='JSON list of (tool, arguments) pairs to replay, e.g. \\[["run_qc", {}]].'),
+        typer.Option(help='JSON list of (tool, arguments) pairs, e.g. \\[["run_qc", {}]].'),
     ] = None,
     max_steps: Annotated[int, typer.Option(help="Most tool calls.")] = 8,
     out: Annotated[Path, typer.Option("--out", "-o", help="Transcript and figures.")] = Path(

@@ -10,6 +10,11 @@ from typing import Annotated, Optional
 import typer
 
 
+def _sample_name(path: Path) -> str:
+    """``top`` for ``top.h5ad`` and for kbfm's own output ``top.kbfm.h5ad``."""
+    return path.name.removesuffix(".h5ad").removesuffix(".kbfm")
+
+
 def _read_input(path: Path, slide: Path | None, spots: Path | None, mpp: float | None):
     """Read an .h5ad, a Space Ranger folder or a legacy ST counts table."""
     from ._errors import KbfmInputError
@@ -40,7 +45,9 @@ def embed_image_cmd(
     ],
     out: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--out", "-o", help="Output .h5ad (default: overwrite an .h5ad input)."),
+        typer.Option(
+            "--out", "-o", help="Output .h5ad (default: <input>.kbfm.h5ad next to an .h5ad input)."
+        ),
     ] = None,
     slide: Annotated[
         Optional[Path],  # noqa: UP045
@@ -83,7 +90,7 @@ def embed_image_cmd(
 ) -> None:
     """Embed the H&E around every spot with an image encoder into obsm[KEY_ADDED]."""
     from ._errors import KbfmInputError
-    from .cli import _run
+    from .cli import _run, output_path
     from .io.h5ad import write_h5ad
     from .io.patches import PatchSpec
     from .tl.embed_image import embed_image
@@ -115,7 +122,7 @@ def embed_image_cmd(
             num_workers=num_workers,
             key_added=key_added,
         )
-        dest = write_h5ad(adata, out or path)
+        dest = write_h5ad(adata, output_path(path, out))
         shape = adata.obsm[key_added].shape
         typer.echo(f"obsm[{key_added!r}] {shape[0]} x {shape[1]} ({model}); wrote {dest}")
 
@@ -169,7 +176,7 @@ def predict_expression_cmd(
 
         parts = [read_h5ad(p) for p in paths]
         if len(parts) > 1:
-            names = [p.stem for p in paths]
+            names = [_sample_name(p) for p in paths]
             for name, part in zip(names, parts, strict=True):
                 part.obs_names = [f"{name}:{o}" for o in part.obs_names]
             adata = ad.concat(parts, join="inner", label="kbfm_section", keys=names)
@@ -198,6 +205,7 @@ def predict_expression_cmd(
                 new = read_h5ad(p)
                 with_context(new, None)
                 model.predict(new)
-                typer.echo(f"wrote {write_h5ad(new, out / f'{p.stem}.predicted.h5ad')}")
+                dest = out / f"{_sample_name(p)}.predicted.h5ad"
+                typer.echo(f"wrote {write_h5ad(new, dest)}")
 
     _run(go)

@@ -57,7 +57,7 @@ def deconvolve_cmd(
     ] = None,
     out: Annotated[
         Optional[Path],  # noqa: UP045
-        typer.Option("--out", "-o", help="Output .h5ad (default: overwrite input)."),
+        typer.Option("--out", "-o", help="Output .h5ad (default: <input>.kbfm.h5ad)."),
     ] = None,
     label_key: Annotated[str, typer.Option(help="Reference obs column with labels.")] = "cell_type",
     method: Annotated[str, typer.Option(help="nnls, poisson or knowledge.")] = "poisson",
@@ -82,7 +82,7 @@ def deconvolve_cmd(
     ] = None,
 ) -> None:
     """Cell-type proportions per spot into obsm['kbfm_proportions']."""
-    from .cli import _run
+    from .cli import _run, output_path
     from .io import read_h5ad, write_h5ad
     from .qc_report import _atomic_write, _save_figure
     from .tl.deconvolve import deconvolve
@@ -121,6 +121,6 @@ def deconvolve_cmd(
             figure.parent.mkdir(parents=True, exist_ok=True)
             _save_figure(proportions(spots), figure)
             typer.echo(f"wrote {figure}")
-        typer.echo(f"wrote {write_h5ad(spots, out or path)}")
+        typer.echo(f"wrote {write_h5ad(spots, output_path(path, out))}")
 
     _run(go)

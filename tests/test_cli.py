@@ -25,9 +25,10 @@ def test_embed_annotate_query_roundtrip(tmp_path):
     adata = kbfm.datasets.pbmc68k_reduced()[:120].copy()
     path = tmp_path / "pbmc.h5ad"
     adata.write_h5ad(path)
-    out = tmp_path / "out.h5ad"
+    before = path.read_bytes()
+    out = tmp_path / "pbmc.kbfm.h5ad"  # the default output; later commands update it
     for args in (
-        ["embed-genes", str(path), "--out", str(out)],
+        ["embed-genes", str(path)],
         ["embed-cells", str(out), "--weighting", "relative"],
         ["annotate", str(out), "--candidates", "leukocyte", "--groupby", "auto"],
         ["query", str(out), "B cell", "--key", "b_like"],
@@ -40,6 +41,19 @@ def test_embed_annotate_query_roundtrip(tmp_path):
     assert np.isfinite(done.obs["b_like"]).all()
     assert set(done.uns["kbfm"]["history"]) >= {"embed_genes", "embed_cells", "annotate"}
     assert not list(tmp_path.glob(".*h5ad"))  # no temporary files left behind
+    assert path.read_bytes() == before  # the user's file was never overwritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pbmc.h5ad", "pbmc.kbfm.h5ad"]
+
+
+def test_output_path_rule():
+    from pathlib import Path
+
+    from kbfm.cli import output_path
+
+    assert output_path(Path("d/x.h5ad"), None) == Path("d/x.kbfm.h5ad")
+    assert output_path(Path("d/x.kbfm.h5ad"), None) == Path("d/x.kbfm.h5ad")
+    assert output_path(Path("d/x.h5ad"), Path("d/x.h5ad")) == Path("d/x.h5ad")  # explicit
+    assert output_path(Path("visium_folder"), None) == Path("visium_folder.kbfm.h5ad")
 
 
 def test_unknown_encoder_is_a_clean_error(tmp_path):

@@ -28,13 +28,17 @@ def test_embed_then_predict_across_files(slide, tmp_path):
     files = []
     for name in ("top", "bottom"):
         part = adata[adata.obs["section"] == name].copy()
-        files.append(write_h5ad(part, tmp_path / f"{name}.h5ad"))
-        args = ["embed-image", str(files[-1]), "--slide", str(slide), "--model", "color-texture"]
+        raw = write_h5ad(part, tmp_path / f"{name}.h5ad")
+        args = ["embed-image", str(raw), "--slide", str(slide), "--model", "color-texture"]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert "obsm['X_image']" in result.output
-    new = write_h5ad(spots_adata(step=200, seed=2), tmp_path / "new.h5ad")
-    runner.invoke(app, ["embed-image", str(new), "--slide", str(slide), "--model", "color-texture"])
+        files.append(tmp_path / f"{name}.kbfm.h5ad")  # the default output; input untouched
+        assert "X_image" not in read_h5ad(raw).obsm and "X_image" in read_h5ad(files[-1]).obsm
+    raw_new = write_h5ad(spots_adata(step=200, seed=2), tmp_path / "new.h5ad")
+    args = ["embed-image", str(raw_new), "--slide", str(slide), "--model", "color-texture"]
+    runner.invoke(app, args)
+    new = tmp_path / "new.kbfm.h5ad"
     out = tmp_path / "res"
     args = ["predict-expression", *map(str, files), "-o", str(out), "--n-genes", "3"]
     result = runner.invoke(app, [*args, "--predict", str(new)])

@@ -176,7 +176,7 @@ def test_cli_llm_annotation_against_loopback_server(pbmc, tmp_path):
             ],
         )
     assert result.exit_code == 0, result.output
-    done = kbfm.io.read_h5ad(path)
+    done = kbfm.io.read_h5ad(tmp_path / "pbmc.kbfm.h5ad")
     assert set(done.obs["kbfm_celltype"].astype(str)) == {"monocyte"}
     assert "human blood" in server.requests[0]["messages"][0]["content"]
 

@@ -141,7 +141,8 @@ def test_cli_train_domains_impute(spatial, tmp_path):
 
     from kbfm.cli import app
 
-    path = tmp_path / "spots.h5ad"
+    spatial.write_h5ad(tmp_path / "spots.h5ad")
+    path = tmp_path / "spots.kbfm.h5ad"  # each command updates kbfm's own output
     spatial.write_h5ad(path)
     runner = CliRunner()
     steps = [
