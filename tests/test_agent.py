@@ -204,3 +204,26 @@ def test_two_empty_answers_report_the_last_tool_result(pbmc, tmp_path):
     assert len(server.requests) == 3 and transcript.stop_reason == "empty answer"
     assert transcript.answer.startswith("(the model gave no answer; last tool result, from")
     assert "summarize_column" in transcript.answer
+
+
+def test_step_budget_ends_with_one_answer_turn_without_tools(pbmc, tmp_path):
+    call = tool_reply("summarize_column", json.dumps({"column": "cell_type"}))
+    with ChatServer([call, call, text_reply("Mostly dendritic cells.")]) as server:
+        transcript, _ = run_agent(
+            "What is in the data?",
+            adata=pbmc,
+            llm="openai:agent",
+            llm_options={"base_url": server.base_url},
+            max_steps=2,
+            out_dir=tmp_path,
+        )
+    assert "step budget" in transcript.stop_reason and len(transcript.steps) == 2
+    assert transcript.answer == "Mostly dendritic cells."
+    last = server.requests[-1]
+    assert "tools" not in last and "no more tool calls" in last["messages"][-1]["content"]
+    # a scripted policy that keeps calling gets the last tool result as its answer
+    plan = [("summarize_column", {"column": "cell_type"})] * 5
+    transcript, _ = run_agent(
+        "loop", adata=pbmc, llm=ScriptedPolicy(plan), max_steps=2, out_dir=tmp_path
+    )
+    assert transcript.answer.startswith("(the model gave no answer; last tool result")

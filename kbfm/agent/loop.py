@@ -139,6 +139,21 @@ def _fallback_answer(transcript: Transcript) -> str:
     return f"(the model gave no answer; last tool result, from {last.tool}: {last.result})"
 
 
+def _final_answer(model: LLM, messages: list[dict], transcript: Transcript) -> str:
+    """After the step budget: one last turn without tools, asking for the answer."""
+    ask = {
+        "role": "user",
+        "content": "The step budget is used up: no more tool calls. Answer the question "
+        "now in at most three sentences, using the tool results above.",
+    }
+    try:
+        reply = model.chat([*messages, ask], tools=None, max_tokens=160)
+    except KbfmUnavailableError:
+        return _fallback_answer(transcript)
+    transcript.tokens += reply.prompt_tokens + reply.completion_tokens
+    return reply.content.strip() or _fallback_answer(transcript)
+
+
 def run_agent(
     question: str,
     *,
@@ -256,6 +271,8 @@ def run_agent(
                 AgentStep(len(transcript.steps) + 1, name, str(raw_args), ok, result)
             )
             messages.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": result})
+    if not transcript.answer and transcript.stop_reason.startswith("step budget"):
+        transcript.answer = _final_answer(model, messages, transcript)
     transcript.files = list(session.files)
     transcript.save(out_dir)
     return transcript, session.adata
