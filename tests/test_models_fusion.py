@@ -187,3 +187,83 @@ def test_gene_selection_spatial_by_default_when_coordinates_exist(spatial):
         FusionModel.setup(flat, preset="tiny", w_neighbour=0, gene_selection="spatial")
     with pytest.raises(KbfmInputError, match="gene_selection must be"):
         FusionModel.setup(spatial, preset="tiny", gene_selection="moran")
+
+
+def test_minibatch_training_is_deterministic_and_recovers_the_bands(spatial):
+    def run(seed):
+        model = FusionModel.setup(spatial, preset="tiny", n_top_genes=80, seed=seed)
+        return model.train(batch_size=64, max_epochs=8, patience=8)
+
+    a, b, c = run(3), run(3), run(4)
+    assert a.history[0]["steps"] > 1 and a.batch_size == 64
+    np.testing.assert_array_equal(a.get_latent_representation(), b.get_latent_representation())
+    assert not np.allclose(a.get_latent_representation(), c.get_latent_representation())
+    a.to_adata()
+    kbfm.tl.domains(spatial, n_domains=4, smooth=True)
+    assert kbfm.tl.evaluate_domains(spatial, "domain")["ari"] > 0.8
+    assert spatial.uns["kbfm"]["fusion_model"]["batch_size"] == 64
+
+
+def test_train_continues_from_current_weights_unless_reset(spatial):
+    model = FusionModel.setup(spatial, preset="tiny", n_top_genes=80, seed=2)
+    model.train(max_epochs=6, patience=6)
+    model.train(max_epochs=3, patience=3)
+    assert [h["epoch"] for h in model.history] == list(range(9))
+    assert [h["round"] for h in model.history] == [0] * 6 + [1] * 3
+    # the second call starts where the first stopped, not from a fresh initialisation
+    assert model.history[6]["val_reconstruction"] < model.history[0]["val_reconstruction"]
+    model.train(max_epochs=3, patience=3, reset=True)
+    fresh = FusionModel.setup(spatial, preset="tiny", n_top_genes=80, seed=2)
+    fresh.train(max_epochs=3, patience=3)
+    assert len(model.history) == 3
+    np.testing.assert_array_equal(
+        model.get_latent_representation(), fresh.get_latent_representation()
+    )
+
+
+def test_streamed_inference_equals_all_at_once(spatial):
+    model = trained(spatial)
+    whole = model.get_latent_representation(batch_size=None)
+    for chunk in (17, 50, 10_000):
+        streamed = model.get_latent_representation(batch_size=chunk)
+        np.testing.assert_allclose(streamed, whole, atol=1e-5)
+    flat = spatial.copy()
+    del flat.obsm["spatial"]
+    no_graph = FusionModel.setup(flat, preset="tiny", n_top_genes=80, w_neighbour=0.0)
+    no_graph.train(max_epochs=3)
+    np.testing.assert_allclose(
+        no_graph.get_latent_representation(batch_size=40),
+        no_graph.get_latent_representation(batch_size=None),
+        atol=1e-5,
+    )
+
+
+def test_batch_size_larger_than_data_and_bad_values(spatial):
+    model = FusionModel.setup(spatial, preset="tiny", n_top_genes=80)
+    model.train(batch_size=10 * spatial.n_obs, max_epochs=2)
+    assert model.batch_size is None and model.history[0]["steps"] == 1
+    for bad in (0, 1, "big", 2.5, True):
+        with pytest.raises(KbfmInputError, match="batch_size must be"):
+            model.train(batch_size=bad, max_epochs=1)
+
+
+def test_spot_graph_is_stored_in_obsp_and_reused(spatial):
+    import scipy.sparse as sp
+
+    model = FusionModel.setup(spatial, preset="tiny", n_top_genes=80)
+    graph = spatial.obsp["spatial_connectivities"]
+    assert sp.issparse(graph) and graph.shape == (spatial.n_obs, spatial.n_obs)
+    assert "spatial_connectivities" in model.graph_source
+    np.testing.assert_allclose(np.asarray(model.adjacency.sum(1)).ravel(), 1.0, rtol=1e-5)
+    # a graph the user built (here: 4-neighbour grid) is reused as it is, not rebuilt
+    own = spatial.copy()
+    own.obsp["spatial_connectivities"] = (
+        kbfm.models.spatial_adjacency(own.obsm["spatial"], 4).astype(bool).astype(np.float32)
+    )
+    reused = FusionModel.setup(own, preset="tiny", n_top_genes=80)
+    assert "reused" in reused.graph_source
+    assert reused.adjacency.nnz < model.adjacency.nnz
+    bad = spatial.copy()
+    bad._obsp["spatial_connectivities"] = sp.eye(5, format="csr")  # bypass anndata's check
+    with pytest.raises(KbfmInputError, match="does not match the 256 spots"):
+        FusionModel.setup(bad, preset="tiny", n_top_genes=80)

@@ -49,6 +49,8 @@ class FusionModule(nn.Module):
     ) -> None:
         super().__init__()
         self.graph_hops = graph_hops
+        # graph steps between a spot and the farthest spot its latent depends on
+        self.receptive_hops = graph_hops
         self.expr = mlp(n_genes, hidden, latent, depth)
         self.genetext = mlp(d_genetext, hidden, latent, 1) if d_genetext else None
         self.image = mlp(d_image, hidden, latent, depth) if d_image else None
@@ -61,7 +63,7 @@ class FusionModule(nn.Module):
         self.gene_residual = nn.Parameter(torch.zeros(n_genes, latent))
         self.gene_bias = nn.Parameter(torch.zeros(n_genes))
 
-    def encode_views(self, x, genetext=None, image=None) -> dict[str, torch.Tensor]:
+    def encode_views(self, x, genetext=None, image=None, adjacency=None) -> dict[str, torch.Tensor]:
         """Latent of each available view (before fusion and graph smoothing)."""
         views = {"expr": self.expr(x)}
         if self.genetext is not None and genetext is not None:
@@ -110,10 +112,18 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torc
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def neighbour_consistency(z: torch.Tensor, adjacency: torch.Tensor, generator) -> torch.Tensor:
-    """A spot agrees with its neighbours' mean more than with shuffled spots' (DGI-style)."""
-    summary = torch.sparse.mm(adjacency, z)
-    perm = torch.randperm(z.shape[0], generator=generator, device="cpu").to(z.device)
+def neighbour_consistency(
+    z: torch.Tensor, adjacency: torch.Tensor, generator, n_seeds: int | None = None
+) -> torch.Tensor:
+    """A spot agrees with its neighbours' mean more than with shuffled spots' (DGI-style).
+
+    With ``n_seeds``, only the first ``n_seeds`` rows (a batch whose neighbourhood fills
+    the remaining rows) are scored, against negatives from the same batch.
+    """
+    n_seeds = z.shape[0] if n_seeds is None else n_seeds
+    summary = torch.sparse.mm(adjacency, z)[:n_seeds]
+    z = z[:n_seeds]
+    perm = torch.randperm(n_seeds, generator=generator, device="cpu").to(z.device)
     zn = F.normalize(z, dim=1)
     pos = (zn * F.normalize(summary, dim=1)).sum(1)
     neg = (zn * F.normalize(summary[perm], dim=1)).sum(1)

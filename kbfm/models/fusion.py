@@ -34,9 +34,9 @@ from .._errors import KbfmInputError, preview
 from .._expression import log_normalised as _log_normalised
 from .._provenance import record_step
 from .._settings import settings
-from .._spatial_graph import spatial_adjacency
 from .._validate import expression_matrix
 from .._version import __version__
+from ._graph import spot_graph
 
 LATENT_KEY = "X_kbfm"
 
@@ -228,24 +228,18 @@ class FusionModel:
         return cls(adata, config, gene_text)
 
     def _prepare(self, adata: AnnData) -> None:
+        from ._inputs import SpotInputs
+
         cfg = self.config
         X, names = expression_matrix(adata, layer=cfg.layer)
-        logn, _ = _log_normalised(X)
-        index = {str(n): i for i, n in enumerate(names)}
-        missing = [g for g in cfg.genes if g not in index]
-        if len(missing) == len(cfg.genes):
+        self._inputs = SpotInputs(X, names, cfg.genes, cfg.gene_mean, cfg.gene_std)
+        if len(self._inputs.missing) == len(cfg.genes):
             msg = (
                 f"None of the model's {len(cfg.genes)} genes are in this data; "
                 f"e.g. {preview(cfg.genes)}."
             )
             raise KbfmInputError(msg)
-        self.missing_genes = missing
-        cols = np.asarray([index.get(g, -1) for g in cfg.genes])
-        values = np.where(cols >= 0, logn[:, np.maximum(cols, 0)], np.asarray(cfg.gene_mean))
-        self.inputs = ((values - np.asarray(cfg.gene_mean)) / np.asarray(cfg.gene_std)).clip(
-            -10, 10
-        )
-        self.inputs = self.inputs.astype(np.float32)
+        self.missing_genes = self._inputs.missing
         self.views = {}
         for key, dim, on in (
             ("X_genetext", cfg.d_genetext, cfg.use_genetext),
@@ -263,11 +257,21 @@ class FusionModel:
                     msg = f"obsm[{key!r}] holds NaN or infinite values."
                     raise KbfmInputError(msg)
                 self.views[key] = view
-        self.adjacency = (
-            spatial_adjacency(np.asarray(adata.obsm["spatial"], float), cfg.n_neighbors)
-            if "spatial" in adata.obsm
-            else None
+        self.coords = (
+            np.asarray(adata.obsm["spatial"], dtype=np.float64) if "spatial" in adata.obsm else None
         )
+        self.adjacency, self.graph_source = spot_graph(adata, cfg.n_neighbors)
+        self._split = None
+        self._train_calls = 0
+
+    @property
+    def n_obs(self) -> int:
+        """Number of spots of the data the model is set up on."""
+        return self._inputs.n_obs
+
+    def inputs_for(self, spots: np.ndarray | None = None) -> np.ndarray:
+        """Standardised expression inputs of ``spots`` (all when ``None``), float32."""
+        return self._inputs.rows(spots)
 
     # ---------------------------------------------------------------- training
     def _build(self):
@@ -288,125 +292,89 @@ class FusionModel:
             graph_hops=self.config.graph_hops,
         )
 
-    def _tensors(self, device):
-        import torch
-
-        x = torch.from_numpy(self.inputs).to(device)
-        gt = (
-            torch.from_numpy(self.views["X_genetext"]).to(device)
-            if "X_genetext" in self.views
-            else None
-        )
-        im = torch.from_numpy(self.views["X_image"]).to(device) if "X_image" in self.views else None
-        adj = None
-        if self.adjacency is not None:
-            coo = self.adjacency.tocoo()
-            idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-            adj = (
-                torch.sparse_coo_tensor(
-                    idx, torch.from_numpy(coo.data), coo.shape, check_invariants=False
-                )
-                .coalesce()
-                .to(device)
-            )
-        return x, gt, im, adj
-
     def train(
         self,
         *,
-        max_epochs: int = 300,
+        max_epochs: int | None = None,
         lr: float = 2e-3,
         validation_fraction: float = 0.1,
-        patience: int = 40,
+        patience: int | None = None,
+        batch_size: int | str | None = "auto",
+        reset: bool = False,
         device: str | None = None,
     ) -> FusionModel:
-        """Train full-batch with AdamW, early stopping on the validation reconstruction loss.
+        """Train with AdamW and early stopping on the held-out reconstruction loss.
+
+        A second call continues from the current weights (same held-out spots, history
+        appended, epochs numbered on); ``reset=True`` starts again from a fresh
+        initialisation and clears the history.
 
         Parameters
         ----------
         max_epochs
-            Upper bound on epochs.
+            Upper bound on epochs; ``None``: 300 full-batch, or about as many optimiser
+            steps in mini-batch epochs (at least 20).
         lr
-            Learning rate.
+            Learning rate (a fresh AdamW optimiser every call).
         validation_fraction
             Spots held out for early stopping: one fixed mask hides the same entries of
             these spots every epoch, and their loss on those entries is the stopping score.
         patience
-            Epochs without validation improvement before stopping.
+            Epochs without validation improvement before stopping; ``None``: 40
+            full-batch, or about as many steps in mini-batch epochs (at least 5).
+        batch_size
+            Spots per optimiser step. ``None``: all spots (full batch); an integer: compact
+            spatial tiles of that many spots, each with the spots within its receptive
+            field, so memory is bounded by the batch, not by the data (larger than the
+            data: full batch); ``"auto"``: full batch up to 20,000 spots, else 2,048.
+        reset
+            Re-initialise the weights (and clear ``history``) before training.
         device
             ``"cpu"``, ``"cuda"`` or ``None`` (``kbfm.settings``).
 
         Returns
         -------
-        ``self``; losses per epoch in ``self.history``.
+        ``self``; one entry per epoch in ``self.history`` (losses, held-out loss,
+        optimiser steps, seconds).
         """
-        import torch
         from tqdm.auto import tqdm
 
-        from ._module import info_nce, neighbour_consistency
+        from ._training import fit, resolve_batch_size
 
-        cfg = self.config
-        device = device or settings.resolve_device()
-        self._build()
-        module = self.module.to(device)
-        x, gt, im, adj = self._tensors(device)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        n = x.shape[0]
-        val = torch.zeros(n, dtype=torch.bool)
-        val[torch.randperm(n, generator=gen)[: max(1, int(validation_fraction * n))]] = True
-        val = val.to(device)
-        # validation spots keep one fixed mask, so early stopping compares epochs on the
-        # same hidden entries instead of on a fresh random draw each epoch
-        val_mask = (torch.rand(x.shape, generator=gen) < cfg.mask_fraction).to(device)
-        opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=1e-4)
-        best, best_state, waited = float("inf"), None, 0
-        started = time.perf_counter()
-        bar = tqdm(
-            range(max_epochs), desc=f"FusionModel[{cfg.preset}]", disable=not settings.progress
-        )
-        for epoch in bar:
-            module.train()
-            mask = (torch.rand(x.shape, generator=gen) < cfg.mask_fraction).to(device)
-            mask = torch.where(val[:, None], val_mask, mask)
-            views = module.encode_views(x.masked_fill(mask, 0.0), gt, im)
-            local = module.sum_views(views)
-            z = module.mix(local, adj)
-            recon = module.decode(z)
-            err = (recon - x).pow(2) * mask
-            train_loss = err[~val].sum() / mask[~val].sum().clamp(min=1)
-            val_loss = err[val].sum() / mask[val].sum().clamp(min=1)
-            loss = cfg.w_reconstruction * train_loss
-            terms = {"reconstruction": train_loss.item()}
-            if cfg.w_contrastive > 0 and "image" in views:
-                c = info_nce(views["expr"], views["image"])
-                loss = loss + cfg.w_contrastive * c
-                terms["contrastive"] = c.item()
-            if cfg.w_neighbour > 0 and adj is not None:
-                # each spot's own (not yet graph-mixed) latent against its neighbourhood
-                s = neighbour_consistency(local, adj, gen)
-                loss = loss + cfg.w_neighbour * s
-                terms["neighbour"] = s.item()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            self.history.append(
-                {
-                    "epoch": epoch,
-                    "loss": loss.item(),
-                    "val_reconstruction": val_loss.item(),
-                    **terms,
-                }
+        if batch_size != "auto" and batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+                msg = f"batch_size must be None, 'auto' or an integer >= 2, got {batch_size!r}."
+                raise KbfmInputError(msg)
+        resolved = resolve_batch_size(batch_size, self.n_obs)
+        if isinstance(batch_size, int) and resolved is None:
+            import logging
+
+            logging.getLogger("kbfm").info(
+                "batch_size=%d >= %d spots: training full-batch.", batch_size, self.n_obs
             )
-            bar.set_postfix(loss=f"{loss.item():.3f}", val=f"{val_loss.item():.3f}")
-            if val_loss.item() < best - 1e-4:
-                best, waited = val_loss.item(), 0
-                best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            else:
-                waited += 1
-                if waited >= patience:
-                    break
-        if best_state is not None:
-            module.load_state_dict(best_state)
+        device = device or settings.resolve_device()
+        if self.module is None or reset:
+            self._build()
+            self.history, self._split, self._train_calls = [], None, 0
+        self.module = self.module.to(device)
+        cfg = self.config
+        started = time.perf_counter()
+
+        def progress(it):
+            return tqdm(it, desc=f"FusionModel[{cfg.preset}]", disable=not settings.progress)
+
+        fit(
+            self,
+            batch_size=resolved,
+            max_epochs=max_epochs,
+            patience=patience,
+            lr=lr,
+            validation_fraction=validation_fraction,
+            device=device,
+            progress=progress,
+        )
+        self._train_calls += 1
+        self.batch_size = resolved
         self.train_seconds = time.perf_counter() - started
         return self
 
@@ -415,21 +383,60 @@ class FusionModel:
             msg = "The model is not trained yet: call model.train() (or FusionModel.load)."
             raise KbfmInputError(msg)
 
-    def get_latent_representation(self) -> np.ndarray:
-        """Return the fused latent of every spot, ``(n_obs, latent)``."""
+    def get_latent_representation(self, *, batch_size: int | None = 16384) -> np.ndarray:
+        """Return the fused latent of every spot, ``(n_obs, latent)``, float32.
+
+        Parameters
+        ----------
+        batch_size
+            Spots per chunk: compact spatial tiles, each computed with the spots within
+            the model's receptive field, so the result equals the all-at-once one (to
+            float rounding) while memory grows with the chunk, not with the data.
+            ``None``: all spots at once.
+
+        Returns
+        -------
+        The latent, one row per spot in ``adata`` order.
+        """
         import torch
+
+        from ._graph import spatial_tiles
+        from ._training import Batches
 
         self._require_trained()
         module = self.module.eval()
         device = next(module.parameters()).device
-        x, gt, im, adj = self._tensors(device)
+        batches = Batches(self, device)
+        n = self.n_obs
+        if batch_size is None or batch_size >= n:
+            tiles = [None]
+        elif self.coords is not None:
+            tiles = spatial_tiles(self.coords, batch_size)
+        else:
+            tiles = [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+        out = np.empty((n, PRESETS[self.config.preset].latent), dtype=np.float32)
         with torch.inference_mode():
-            z = module.fuse(module.encode_views(x, gt, im), adj)
-        return z.cpu().numpy().astype(np.float32)
+            for seeds in tiles:
+                nodes = None if seeds is None else batches.nodes(seeds)
+                x, gt, im, adj = batches.tensors(nodes)
+                z = module.fuse(module.encode_views(x, gt, im, adj), adj).cpu().numpy()
+                if seeds is None:
+                    out[:] = z
+                else:
+                    out[seeds] = z[: len(seeds)]
+        return out
 
-    def to_adata(self, key_added: str = LATENT_KEY) -> None:
-        """Write the latent into ``adata.obsm[key_added]`` with provenance."""
-        self.adata.obsm[key_added] = self.get_latent_representation()
+    def to_adata(self, key_added: str = LATENT_KEY, *, batch_size: int | None = 16384) -> None:
+        """Write the latent into ``adata.obsm[key_added]`` (streamed in chunks) with provenance.
+
+        Parameters
+        ----------
+        key_added
+            ``obsm`` key written.
+        batch_size
+            Spots per inference chunk (see :meth:`get_latent_representation`).
+        """
+        self.adata.obsm[key_added] = self.get_latent_representation(batch_size=batch_size)
         record_step(
             self.adata,
             "fusion_model",
@@ -441,6 +448,8 @@ class FusionModel:
             w_reconstruction=self.config.w_reconstruction,
             w_contrastive=self.config.w_contrastive,
             w_neighbour=self.config.w_neighbour,
+            graph=self.graph_source,
+            batch_size=getattr(self, "batch_size", None),
             seed=self.config.seed,
             epochs=len(self.history),
         )

@@ -1,0 +1,173 @@
+"""The spot graph FusionModel mixes over, kept sparse, and the neighbourhoods of spot batches.
+
+The graph lives where squidpy puts it (``obsp["spatial_connectivities"]``): reused when
+present, otherwise built once (``squidpy.gr.spatial_neighbors`` when squidpy is installed,
+else the same k-nearest-spot graph with scikit-learn) and written there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._errors import KbfmInputError
+
+GRAPH_KEY = "spatial_connectivities"
+DISTANCES_KEY = "spatial_distances"
+log = logging.getLogger("kbfm")
+
+
+def _knn_graph(coords: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Directed k-nearest-spot graph (connectivities, distances), self excluded, as squidpy."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(n_neighbors, len(coords) - 1)
+    dist, idx = NearestNeighbors(n_neighbors=k).fit(coords).kneighbors()
+    rows = np.repeat(np.arange(len(coords)), k)
+    shape = (len(coords), len(coords))
+    conn = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx.ravel())), shape=shape)
+    dists = sp.csr_matrix((dist.ravel().astype(np.float32), (rows, idx.ravel())), shape=shape)
+    return conn, dists
+
+
+def spot_graph(adata: AnnData, n_neighbors: int) -> tuple[sp.csr_matrix | None, str | None]:
+    """Return the row-normalised, symmetric spot adjacency and where it came from.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm["spatial"]`` (and possibly ``obsp["spatial_connectivities"]``).
+    n_neighbors
+        Nearest spots per spot when the graph has to be built.
+
+    Returns
+    -------
+    ``(adjacency, source)``: CSR with rows summing to 1 (isolated spots: empty rows) and
+    no self loops; ``source`` says whether ``obsp`` was reused or how the graph was built.
+    ``(None, None)`` without a stored graph and without ``obsm["spatial"]``.
+    """
+    n = adata.n_obs
+    try:
+        stored = adata.obsp.get(GRAPH_KEY)
+    except ValueError as err:  # anndata refuses obsp entries whose shape does not fit
+        msg = (
+            f"obsp holds a graph whose shape does not match the {n} spots ({err}); rebuild "
+            f"it (squidpy.gr.spatial_neighbors(adata)) or delete obsp[{GRAPH_KEY!r}]."
+        )
+        raise KbfmInputError(msg) from None
+    if stored is not None:
+        graph = stored
+        if graph.shape != (n, n):
+            msg = (
+                f"obsp[{GRAPH_KEY!r}] is {graph.shape}, but the data has {n} spots; rebuild it "
+                f"(squidpy.gr.spatial_neighbors(adata)) or delete it to let kbfm build one."
+            )
+            raise KbfmInputError(msg)
+        graph = sp.csr_matrix(graph, dtype=np.float32)
+        if graph.nnz and (not np.isfinite(graph.data).all() or graph.data.min() < 0):
+            msg = f"obsp[{GRAPH_KEY!r}] holds negative, NaN or infinite weights."
+            raise KbfmInputError(msg)
+        source = f"obsp[{GRAPH_KEY!r}] (reused)"
+    else:
+        if "spatial" not in adata.obsm:
+            return None, None
+        graph, source = _build(adata, n_neighbors)
+    graph = graph.maximum(graph.T).tocsr()
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    return row_normalise(graph), source
+
+
+def _build(adata: AnnData, n_neighbors: int) -> tuple[sp.csr_matrix, str]:
+    try:
+        import squidpy as sq
+    except ImportError:
+        sq = None
+    if sq is not None and not adata.is_view:
+        sq.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=n_neighbors)
+        return sp.csr_matrix(adata.obsp[GRAPH_KEY], dtype=np.float32), (
+            f"squidpy.gr.spatial_neighbors(n_neighs={n_neighbors}) -> obsp[{GRAPH_KEY!r}]"
+        )
+    conn, dists = _knn_graph(np.asarray(adata.obsm["spatial"], dtype=np.float64), n_neighbors)
+    source = f"{n_neighbors} nearest spots (scikit-learn; squidpy not installed)"
+    if adata.is_view:
+        log.info("Spot graph: %s, not stored (the AnnData is a view).", source)
+        return conn, source
+    adata.obsp[GRAPH_KEY] = conn
+    adata.obsp[DISTANCES_KEY] = dists
+    adata.uns["spatial_neighbors"] = {
+        "connectivities_key": GRAPH_KEY,
+        "distances_key": DISTANCES_KEY,
+        "params": {"n_neighbors": n_neighbors, "coord_type": "generic", "built_by": "kbfm"},
+    }
+    log.info("Spot graph: %s -> obsp[%r].", source, GRAPH_KEY)
+    return conn, source + f" -> obsp[{GRAPH_KEY!r}]"
+
+
+def row_normalise(graph: sp.csr_matrix) -> sp.csr_matrix:
+    """Divide each row by its sum (empty rows stay empty)."""
+    degree = np.asarray(graph.sum(1)).ravel()
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(degree, 1e-12)) @ graph, dtype=np.float32)
+
+
+def neighbourhood(graph: sp.csr_matrix, seeds: np.ndarray, hops: int) -> np.ndarray:
+    """The seeds followed by every spot within ``hops`` steps of them (each once).
+
+    With ``hops`` rounds of neighbour averaging, the seeds' mixed latents computed on this
+    subgraph equal those computed on the whole graph.
+    """
+    seen = np.zeros(graph.shape[0], dtype=bool)
+    seen[seeds] = True
+    parts, frontier = [np.asarray(seeds)], np.asarray(seeds)
+    for _ in range(hops):
+        if frontier.size == 0:
+            break
+        nbrs = np.unique(graph[frontier].indices)
+        frontier = nbrs[~seen[nbrs]]
+        seen[frontier] = True
+        parts.append(frontier)
+    return np.concatenate(parts)
+
+
+def spatial_tiles(
+    coords: np.ndarray, batch_size: int, rng: np.random.Generator | None = None
+) -> list[np.ndarray]:
+    """Split spots into compact tiles of at most ``batch_size`` spots.
+
+    Tiles are contiguous in space, so a tile's neighbourhood adds only its border. With
+    ``rng`` the grid is rotated by a random angle and the tiles come in random order
+    (a new partition every epoch); without, the partition is fixed (for inference).
+    """
+    n = len(coords)
+    if batch_size >= n:
+        return [np.arange(n)]
+    u, v = coords[:, 0].astype(np.float64), coords[:, 1].astype(np.float64)
+    if rng is not None:
+        angle = rng.uniform(0.0, math.pi)
+        u, v = math.cos(angle) * u - math.sin(angle) * v, math.sin(angle) * u + math.cos(angle) * v
+    n_strips = math.ceil(math.sqrt(math.ceil(n / batch_size)))
+    tiles = []
+    for strip in np.array_split(np.argsort(u, kind="stable"), n_strips):
+        strip = strip[np.argsort(v[strip], kind="stable")]
+        tiles += np.array_split(strip, math.ceil(len(strip) / batch_size))
+    if rng is not None:
+        tiles = [tiles[i] for i in rng.permutation(len(tiles))]
+    return tiles
+
+
+def torch_adjacency(graph: sp.csr_matrix, device):
+    """A scipy sparse matrix as a coalesced torch sparse COO tensor on ``device``."""
+    import torch
+
+    coo = graph.tocoo()
+    idx = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32))
+    return (
+        torch.sparse_coo_tensor(idx, values, coo.shape, check_invariants=False)
+        .coalesce()
+        .to(device)
+    )

@@ -1,0 +1,72 @@
+"""FusionModel inputs computed block by block: the whole matrix is never densified.
+
+Each block of spots is normalised exactly as :func:`kbfm._expression.log_normalised`
+would normalise the whole matrix (counts per 10k + ``log1p``; ``log1p`` of
+library-normalised values that were never logged), then restricted to the model's genes
+and standardised with the training means and scales.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+class SpotInputs:
+    """Standardised model inputs of any block of spots.
+
+    Parameters
+    ----------
+    X
+        Spots x genes (CSR or dense), as returned by :func:`kbfm._validate.expression_matrix`.
+    names
+        Gene names of ``X``'s columns.
+    genes
+        The model's genes; those missing from ``names`` get the training mean (0 after
+        standardising).
+    mean, std
+        Training mean and scale of each model gene (log-normalised scale).
+    """
+
+    def __init__(self, X, names, genes, mean, std) -> None:
+        from ..tl.annotate_markers import looks_like_counts
+
+        self.X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+        index = {str(n): i for i, n in enumerate(names)}
+        cols = np.asarray([index.get(g, -1) for g in genes])
+        self.present = np.flatnonzero(cols >= 0)
+        self.cols = cols[self.present]
+        self.missing = [g for g, c in zip(genes, cols, strict=True) if c < 0]
+        self.mean = np.asarray(mean, dtype=np.float64)
+        self.std = np.asarray(std, dtype=np.float64)
+        self.n_genes = len(genes)
+        self.counts = looks_like_counts(self.X)
+        peak = self.X.max() if self.X.shape[0] * self.X.shape[1] else 0.0
+        self.log_only = not self.counts and peak > 30
+        self.scale = None
+        if self.counts:
+            totals = np.asarray(self.X.sum(1)).ravel()
+            self.scale = 1e4 / np.maximum(totals, 1)
+
+    @property
+    def n_obs(self) -> int:
+        return self.X.shape[0]
+
+    def rows(self, idx: np.ndarray | slice | None = None) -> np.ndarray:
+        """Standardised inputs of the spots ``idx`` (all when ``None``), float32 dense."""
+        idx = slice(None) if idx is None else idx
+        block = self.X[idx][:, self.cols]
+        if sp.issparse(block):
+            block = sp.csr_matrix(block, dtype=np.float32)
+        else:
+            block = np.asarray(block, dtype=np.float32)
+        if self.log_only:
+            block = block.log1p() if sp.issparse(block) else np.log1p(block)
+        if self.counts:
+            scale = self.scale[idx]
+            block = sp.diags(scale) @ block if sp.issparse(block) else block * scale[:, None]
+            block = block.log1p() if sp.issparse(block) else np.log1p(block)
+        dense = block.toarray() if sp.issparse(block) else block
+        values = np.broadcast_to(self.mean, (dense.shape[0], self.n_genes)).copy()
+        values[:, self.present] = dense.astype(np.float32)
+        return ((values - self.mean) / self.std).clip(-10, 10).astype(np.float32)
