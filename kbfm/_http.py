@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import urllib.error
@@ -14,6 +15,22 @@ from ._settings import settings
 RETRY_STATUS = (408, 409, 429, 500, 502, 503, 504)
 #: Largest answer read from an endpoint; a longer one is refused, not stored.
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+logger = logging.getLogger(__name__)
+
+
+def check_timeout(timeout: object) -> float:
+    """Return ``timeout`` as seconds, or raise a clear error for a bad value."""
+    from ._errors import KbfmInputError
+
+    try:
+        value = float(timeout)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        msg = f"timeout must be a positive number of seconds, got {timeout!r}."
+        raise KbfmInputError(msg)
+    return value
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -104,6 +121,18 @@ def post_json(
         except json.JSONDecodeError:
             last = "response is not JSON"
         if attempt < max_retries:
-            time.sleep(backoff * 2**attempt)
+            wait = backoff * 2**attempt
+            logger.warning(
+                "Waiting for %s %s: attempt %d of %d failed (%s); retrying in %.0f s "
+                "(%.0f s per attempt; set --timeout or KBFM_HTTP_TIMEOUT to change).",
+                what.lower(),
+                url,
+                attempt + 1,
+                max_retries + 1,
+                last,
+                wait,
+                timeout,
+            )
+            time.sleep(wait)
     msg = f"Could not reach {what.lower()} {url} after {max_retries + 1} attempts ({last})."
     raise KbfmUnavailableError(msg)

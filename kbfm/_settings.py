@@ -20,6 +20,20 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_number(name: str, default: float, minimum: float = 1e-3) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value >= minimum:  # also catches NaN
+        msg = f"${name} must be a number >= {minimum:g}, got {raw!r}."
+        raise ValueError(msg)
+    return value
+
+
 @dataclass
 class KbfmSettings:
     """Global kbfm settings.
@@ -39,6 +53,11 @@ class KbfmSettings:
         them off).
     batch_size
         Default encoder batch size.
+    http_timeout, http_retries
+        Seconds per attempt and extra attempts for OpenAI-compatible endpoints
+        (``$KBFM_HTTP_TIMEOUT``, default 60; ``$KBFM_HTTP_RETRIES``, default 4; the CLI's
+        ``--timeout``). The worst case wait is about ``timeout x (retries + 1)`` plus
+        back-off.
     """
 
     cache_dir: Path = field(default_factory=_default_cache_dir)
@@ -52,6 +71,10 @@ class KbfmSettings:
         )
     )
     batch_size: int = 64
+    http_timeout: float = field(default_factory=lambda: _env_number("KBFM_HTTP_TIMEOUT", 60.0))
+    http_retries: int = field(
+        default_factory=lambda: int(_env_number("KBFM_HTTP_RETRIES", 4, minimum=0))
+    )
 
     def resolve_device(self) -> str:
         """Return the concrete torch device string for :attr:`device`."""

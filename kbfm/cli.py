@@ -61,6 +61,14 @@ SourceOpt = Annotated[
 SpeciesOpt = Annotated[str, typer.Option(help="auto (from gene names), human or mouse.")]
 LayerOpt = Annotated[str | None, typer.Option(help="Read expression from this layer.")]
 RawOpt = Annotated[bool, typer.Option("--use-raw", help="Read expression from adata.raw.")]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0.001,
+        help="Seconds to wait per request to an OpenAI-compatible server "
+        "(default 60, or KBFM_HTTP_TIMEOUT); 5 attempts with back-off.",
+    ),
+]
 
 
 def _run(fn):
@@ -76,6 +84,19 @@ def _run(fn):
         detail = f": {err}" if str(err) else "; no output was written."
         typer.secho(f"interrupted{detail}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=130) from None
+
+
+def _server_options(llm: str, base_url: str | None, timeout: float | None) -> dict:
+    """Backend options from the CLI; ``--timeout`` only means something for servers."""
+    from ._errors import KbfmInputError
+
+    options: dict = {"base_url": base_url} if base_url else {}
+    if timeout is not None:
+        if not llm.startswith("openai:"):
+            msg = f"--timeout applies to openai:<model> servers, not to --llm {llm}."
+            raise KbfmInputError(msg)
+        options["timeout"] = timeout
+    return options
 
 
 def _roundtrip(path: Path, out: Path | None, step) -> None:
@@ -342,6 +363,7 @@ def annotate(
             help="LLM: score candidates by log-likelihood, or answer in free text.",
         ),
     ] = None,
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Annotate cells with Cell Ontology types into obs['kbfm_celltype']."""
     from . import tl
@@ -353,7 +375,7 @@ def annotate(
     if method == "llm":
         llm_kwargs = {
             "llm": llm,
-            "llm_options": {"base_url": base_url} if base_url else None,
+            "llm_options": _run(lambda: _server_options(llm, base_url, timeout)) or None,
             "constrained": constrained,
         }
     _roundtrip(
@@ -408,6 +430,7 @@ def ask(
     out: Annotated[Path, typer.Option("--out", "-o", help="Transcript and figures.")] = Path(
         "kbfm_agent"
     ),
+    timeout: TimeoutOpt = None,
 ) -> None:
     """Answer a question by chaining kbfm tools; writes transcript.json and transcript.md."""
     from .agent import ScriptedPolicy, run_agent
@@ -420,7 +443,7 @@ def ask(
             policy = ScriptedPolicy([(name, args) for name, args in steps])
         else:
             policy = llm
-        options = {"base_url": base_url} if base_url else {}
+        options = _server_options(llm, base_url, timeout) if plan is None else {}
         transcript, _ = run_agent(
             question, adata=adata, llm=policy, llm_options=options, max_steps=max_steps, out_dir=out
         )

@@ -132,9 +132,16 @@ def test_timeout_is_retried_then_reported():
             llm.chat([{"role": "user", "content": "hi"}])
 
 
-def test_llm_needs_groups(pbmc):
-    with pytest.raises(KbfmInputError, match="groupby"):
-        kbfm.tl.annotate(pbmc, method="llm", llm="dry-run")
+def test_llm_without_groupby_annotates_leiden_clusters(pbmc, caplog):
+    caplog.set_level("INFO", logger="kbfm.tl.annotate")
+    kbfm.tl.annotate(pbmc, method="llm", llm="dry-run", candidates="leukocyte")
+    assert "groupby='auto'" in caplog.text
+    clusters = pbmc.obs["kbfm_clusters"]
+    assert 1 < clusters.nunique() < pbmc.n_obs  # clusters, not single cells
+    assert pbmc.uns["kbfm"]["annotate_llm_dry_run"]["groupby"] == "auto"
+    # the prompt names the clusters, not single cells
+    prompts = "\n".join(map(str, pbmc.uns["kbfm"]["annotate_llm_dry_run"]["dry_run_prompts"]))
+    assert all(f"{c}:" in prompts for c in clusters.cat.categories)
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import KbfmInputError, KbfmUnavailableError
-from .._http import post_json
+from .._http import check_timeout, post_json
 from .._settings import settings
 
 
@@ -227,16 +227,16 @@ class OpenAIEmbeddingsEncoder(TextEncoder):
         base_url: str = "https://api.openai.com/v1",
         api_key_env: str = "OPENAI_API_KEY",
         dim: int | None = None,
-        timeout: float = 60.0,
-        max_retries: int = 4,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         backoff: float = 1.0,
     ):
         self.name = name
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
-        self.timeout = timeout
-        self.max_retries = max_retries
+        self.timeout = settings.http_timeout if timeout is None else check_timeout(timeout)
+        self.max_retries = settings.http_retries if max_retries is None else int(max_retries)
         self.backoff = backoff
         self.model_id = f"{self.base_url}#{model}"
         self.revision = "remote"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import KbfmInputError, KbfmUnavailableError, closest_names
-from .._http import post_json
+from .._http import check_timeout, post_json
 from .._settings import settings
 
 DEFAULT_LLM = "smollm2"
@@ -665,8 +665,8 @@ class OpenAIChatLLM(LLM):
         *,
         base_url: str = "https://api.openai.com/v1",
         api_key_env: str = "OPENAI_API_KEY",
-        timeout: float = 60.0,
-        max_retries: int = 4,
+        timeout: float | None = None,
+        max_retries: int | None = None,
         backoff: float = 1.0,
         temperature: float = 0.0,
     ) -> None:
@@ -674,8 +674,8 @@ class OpenAIChatLLM(LLM):
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
-        self.timeout = timeout
-        self.max_retries = max_retries
+        self.timeout = settings.http_timeout if timeout is None else check_timeout(timeout)
+        self.max_retries = settings.http_retries if max_retries is None else int(max_retries)
         self.backoff = backoff
         self.temperature = temperature
         self.model_id = f"{self.base_url}#{model}"
@@ -705,16 +705,33 @@ class OpenAIChatLLM(LLM):
         )
         try:
             message = payload["choices"][0]["message"]
-        except (KeyError, IndexError, TypeError):
+            content = message.get("content") or ""
+            calls = message.get("tool_calls") or []
+            if not isinstance(content, str) or not isinstance(calls, list):
+                raise TypeError
+        except (KeyError, IndexError, TypeError, AttributeError):
             msg = f"Endpoint {self.url} answered without the chat-completions schema."
             raise KbfmUnavailableError(msg) from None
-        usage = payload.get("usage") or {}
-        return ChatResult(
-            content=message.get("content") or "",
-            tool_calls=list(message.get("tool_calls") or []),
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-            completion_tokens=int(usage.get("completion_tokens", 0)),
+        usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
+        # Token counts are taken from the text when the server under-reports them.
+        completion = max(_count(usage, "completion_tokens"), estimate_tokens(content))
+        prompt = _count(usage, "prompt_tokens") or sum(
+            estimate_tokens(str(m.get("content") or "")) for m in messages
         )
+        return ChatResult(
+            content=content,
+            tool_calls=[c for c in calls if isinstance(c, dict)],
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+        )
+
+
+def _count(usage: dict, key: str) -> int:
+    """A token count from a server's ``usage`` block (0 when missing or not a number)."""
+    try:
+        return max(int(usage.get(key, 0)), 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 def smollm2_folder() -> str:
