@@ -134,7 +134,8 @@ def _genept_w(X, genes, *, relative: bool, chunk_size: int) -> np.ndarray:
 def _genept_w_block(block, genes, cols, mean, std, chunk_size: int, where: str) -> np.ndarray:
     """GenePT-w of one dask row chunk: checked, genes selected, ``chunk_size`` rows at a time."""
     check_block(block, where)
-    block = block[:, cols]
+    if len(cols) < block.shape[1]:  # every gene has knowledge: no copy
+        block = block[:, cols]
     out = np.empty((block.shape[0], genes.shape[1]), dtype=np.float32)
     for rows in _row_chunks(block.shape[0], chunk_size):
         out[rows] = _genept_w_chunk(block[rows], genes, mean, std)
@@ -335,7 +336,8 @@ def embed_cells(
                 where=where,
             )
         else:
-            X = X[:, np.flatnonzero(keep)]
+            if not keep.all():  # a column selection copies the whole matrix
+                X = X[:, np.flatnonzero(keep)]
             emb = _genept_w(X, genes[keep], relative=weighting == "relative", chunk_size=chunk_size)
         params["n_genes_used"] = int(keep.sum())
     elif lazy is not None:
