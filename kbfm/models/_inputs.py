@@ -40,6 +40,7 @@ class SpotInputs:
         self.mean = np.asarray(mean, dtype=np.float64)
         self.std = np.asarray(std, dtype=np.float64)
         self.n_genes = len(genes)
+        self._inv_std = (1.0 / self.std[self.present]).astype(np.float32)
         self.counts = looks_like_counts(self.X)
         peak = self.X.max() if self.X.shape[0] * self.X.shape[1] else 0.0
         self.log_only = not self.counts and peak > 30
@@ -67,6 +68,13 @@ class SpotInputs:
             block = sp.diags(scale) @ block if sp.issparse(block) else block * scale[:, None]
             block = block.log1p() if sp.issparse(block) else np.log1p(block)
         dense = block.toarray() if sp.issparse(block) else block
-        values = np.broadcast_to(self.mean, (dense.shape[0], self.n_genes)).copy()
-        values[:, self.present] = dense.astype(np.float32)
-        return ((values - self.mean) / self.std).clip(-10, 10).astype(np.float32)
+        if isinstance(idx, slice):
+            # whole-matrix path in float64, exactly as earlier versions computed it
+            values = np.broadcast_to(self.mean, (dense.shape[0], self.n_genes)).copy()
+            values[:, self.present] = dense.astype(np.float32)
+            return ((values - self.mean) / self.std).clip(-10, 10).astype(np.float32)
+        # batches: float32 (same values to rounding, about twice as fast)
+        out = np.zeros((dense.shape[0], self.n_genes), dtype=np.float32)
+        mean, inv = self.mean[self.present].astype(np.float32), self._inv_std
+        out[:, self.present] = np.clip((dense.astype(np.float32) - mean) * inv, -10, 10)
+        return out
