@@ -105,6 +105,17 @@ def test_legacy_st_grid_mpp_and_join(tmp_path):
     assert adata.obsm["spatial"][1].tolist() == [390.0, 100.0]
 
 
+def test_legacy_st_says_which_selected_spots_have_no_counts(tmp_path, caplog):
+    counts, spots = _legacy_tables(tmp_path, ["1x1", "3x1", "9x9"])  # no row for 2x1
+    caplog.set_level("WARNING", logger="kbfm.io.legacy_st")
+    adata = read_legacy_st(counts, spots)
+    assert list(adata.obs_names) == ["1x1", "3x1"]
+    assert "1 of 3 selected spots in spots.tsv have no row in counts.tsv" in caplog.text
+    assert "2x1" in caplog.text
+    meta = adata.uns["spatial"]["counts"]["metadata"]
+    assert meta["selected_spots_without_counts"] == ["2x1"]
+
+
 def test_legacy_st_bad_inputs(tmp_path):
     counts, spots = _legacy_tables(tmp_path, ["A", "B", "C"])
     with pytest.raises(KbfmInputError, match="'<x>x<y>'"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError
 from ._spatial import MPP_KEY, SOURCE_IMAGE_KEY, SPATIAL_KEY, on_tissue_fraction, warn_if_off_tissue
+
+logger = logging.getLogger(__name__)
 
 #: Legacy ST array: 100 µm spots, 200 µm centre to centre.
 ST_SPOT_DIAMETER_UM = 100.0
@@ -104,6 +107,17 @@ def read_legacy_st(
             f"(e.g. {list(spot_table.index[:3])}); rows must be named '<x>x<y>'."
         )
         raise KbfmInputError(msg)
+    without_counts = spot_table.index.difference(table.index)
+    if len(without_counts):
+        examples = ", ".join(sorted(without_counts)[:5])
+        logger.warning(
+            "%d of %d selected spots in %s have no row in %s and are left out (e.g. %s).",
+            len(without_counts),
+            len(spot_table),
+            spots.name,
+            counts.name,
+            examples,
+        )
     table, spot_table = table.loc[shared], spot_table.loc[shared]
     adata = AnnData(sp.csr_matrix(table.to_numpy(dtype=np.float32)))
     adata.obs_names = list(shared)
@@ -120,7 +134,12 @@ def read_legacy_st(
         mpp, source = _grid_mpp(spot_table, spot_spacing_um), "spot_grid"
     else:
         source = "user"
-    metadata = {"platform": "legacy_st", MPP_KEY: float(mpp), "mpp_source": source}
+    metadata = {
+        "platform": "legacy_st",
+        MPP_KEY: float(mpp),
+        "mpp_source": source,
+        "selected_spots_without_counts": sorted(without_counts),
+    }
     scalefactors = {"spot_diameter_fullres": ST_SPOT_DIAMETER_UM / float(mpp)}
     images: dict[str, np.ndarray] = {}
     if image is not None:
