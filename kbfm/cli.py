@@ -99,6 +99,40 @@ def _server_options(llm: str, base_url: str | None, timeout: float | None) -> di
     return options
 
 
+def _read_plan(path: Path) -> list[tuple[str, dict]]:
+    """A ``--plan`` file: a JSON list of ``[tool name, {arguments}]`` pairs."""
+    from ._errors import KbfmInputError
+
+    if not path.is_file():
+        msg = f"--plan file not found: {path}"
+        raise KbfmInputError(msg)
+    try:
+        steps = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        msg = f"--plan {path} is not valid JSON ({err})."
+        raise KbfmInputError(msg) from None
+    example = '[["run_qc", {}], ["find_domains", {"n_domains": 4}]]'
+    if not isinstance(steps, list):
+        msg = f"--plan {path} must hold a JSON list of [tool, {{arguments}}] pairs, e.g. {example}."
+        raise KbfmInputError(msg)
+    plan = []
+    for index, step in enumerate(steps, start=1):
+        ok = (
+            isinstance(step, list)
+            and len(step) == 2
+            and isinstance(step[0], str)
+            and isinstance(step[1], dict)
+        )
+        if not ok:
+            msg = (
+                f"--plan {path}: step {index} is {json.dumps(step)[:80]}; each step must be "
+                f"[tool name, {{arguments}}], e.g. {example}."
+            )
+            raise KbfmInputError(msg)
+        plan.append((step[0], step[1]))
+    return plan
+
+
 def _roundtrip(path: Path, out: Path | None, step) -> None:
     from .io import read_h5ad, write_h5ad
 
@@ -439,8 +473,7 @@ def ask(
     def go():
         adata = read_h5ad(data) if data else None
         if plan is not None:
-            steps = json.loads(plan.read_text())
-            policy = ScriptedPolicy([(name, args) for name, args in steps])
+            policy = ScriptedPolicy(_read_plan(plan))
         else:
             policy = llm
         options = _server_options(llm, base_url, timeout) if plan is None else {}

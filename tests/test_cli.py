@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import kbfm
@@ -83,3 +84,22 @@ def test_progress_can_be_switched_off_from_the_environment(monkeypatch):
     assert KbfmSettings().progress is False
     monkeypatch.setenv("KBFM_PROGRESS", "1")
     assert KbfmSettings().progress is True
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('{"run_qc": {}}', "must hold a JSON list"),
+        ('[["run_qc"]]', "step 1 is"),
+        ('[["run_qc", {}], [3, {}]]', "step 2 is"),
+        (None, "--plan file not found"),
+    ],
+)
+def test_malformed_plan_files_are_clean_errors(tmp_path, content, message):
+    plan = tmp_path / "plan.json"
+    if content is not None:
+        plan.write_text(content)
+    result = runner.invoke(app, ["ask", "q", "--plan", str(plan), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
