@@ -138,3 +138,28 @@ def test_read_legacy_st_her2st_section():
     assert meta["source_image_path"].endswith(".jpg")
     assert meta["spots_on_tissue_fraction"] > 0.5
     assert float(adata.X.sum()) > 0
+
+
+def _truncate(path, keep):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+@needs_visium
+@pytest.mark.shared_data
+@pytest.mark.parametrize(
+    ("target", "damage", "message"),
+    [
+        ("spatial/scalefactors_json.json", lambda p: p.write_text("{oops"), "scale factors"),
+        ("spatial/scalefactors_json.json", lambda p: p.write_text("[1, 2]"), "JSON object"),
+        ("spatial/tissue_positions_list.csv", lambda p: p.write_text(""), "spot positions"),
+        ("filtered_feature_bc_matrix.h5", lambda p: _truncate(p, 1000), "10x counts .h5"),
+        ("spatial/tissue_hires_image.png", lambda p: _truncate(p, 500), "hires image"),
+    ],
+)
+def test_malformed_visium_files_name_the_file(tmp_path, target, damage, message):
+    folder = tmp_path / "visium"
+    shutil.copytree(VISIUM, folder)
+    damage(folder / target)
+    with pytest.raises(KbfmInputError, match=message) as err:
+        read_visium(folder)
+    assert target.split("/")[-1] in str(err.value)

@@ -31,18 +31,29 @@ _POSITION_COLUMNS = [
 ]
 
 
+def _parse(path: Path, read, what: str):
+    """``read(path)``, with any parse failure turned into an error naming the file."""
+    try:
+        return read(path)
+    except KbfmInputError:
+        raise
+    except Exception as err:  # readers raise many types for one cause
+        msg = f"Could not read {path} ({what}): corrupt, truncated or not that format ({err})."
+        raise KbfmInputError(msg) from err
+
+
 def _read_positions(spatial: Path) -> tuple[pd.DataFrame, str]:
     v2 = spatial / "tissue_positions.csv"
     v1 = spatial / "tissue_positions_list.csv"
     if v2.exists():
-        table = pd.read_csv(v2)
+        table = _parse(v2, pd.read_csv, "spot positions")
         missing = set(_POSITION_COLUMNS) - set(table.columns)
         if missing:
             msg = f"{v2} lacks columns {sorted(missing)}; expected {_POSITION_COLUMNS}."
             raise KbfmInputError(msg)
         return table.set_index("barcode"), "2.x"
     if v1.exists():
-        table = pd.read_csv(v1, header=None)
+        table = _parse(v1, lambda p: pd.read_csv(p, header=None), "spot positions")
         if table.shape[1] != 6:
             msg = f"{v1} has {table.shape[1]} columns; Space Ranger 1.x writes 6 without a header."
             raise KbfmInputError(msg)
@@ -112,7 +123,7 @@ def read_visium(
         msg = f"Count file {counts} not found; .h5 files in the folder: {found}."
         raise KbfmInputError(msg)
     spatial = path / "spatial"
-    adata = sc.read_10x_h5(counts)
+    adata = _parse(counts, sc.read_10x_h5, "10x counts .h5")
     adata.var_names_make_unique()
     positions, layout = _read_positions(spatial)
     missing = adata.obs_names.difference(positions.index)
@@ -129,7 +140,10 @@ def read_visium(
     if not factors_path.exists():
         msg = f"{factors_path} not found; it gives the spot diameter and image scale factors."
         raise KbfmInputError(msg)
-    scalefactors = json.loads(factors_path.read_text())
+    scalefactors = _parse(factors_path, lambda p: json.loads(p.read_text()), "scale factors")
+    if not isinstance(scalefactors, dict):
+        msg = f"{factors_path} must hold a JSON object of scale factors."
+        raise KbfmInputError(msg)
     diameter = float(scalefactors.get("spot_diameter_fullres", 0) or 0)
     metadata: dict = {"positions_format": layout, "platform": "visium"}
     if diameter > 0:
@@ -146,7 +160,7 @@ def read_visium(
         for res in ("hires", "lowres"):
             image_path = spatial / f"tissue_{res}_image.png"
             if image_path.exists():
-                images[res] = _read_image(image_path)
+                images[res] = _parse(image_path, _read_image, f"{res} image")
     library_id = library_id or path.name
     adata.uns[SPATIAL_KEY] = {
         library_id: {"images": images, "scalefactors": scalefactors, "metadata": metadata}
