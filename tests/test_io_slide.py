@@ -141,3 +141,25 @@ def test_shared_wsi_fixtures_open():
     dcm = open_slide(WSI / "boxes_0.dcm")
     assert dcm.read_region((0, 0), (8, 8)).shape == (8, 8, 3)
     assert len(svs.fingerprint) == 64
+
+
+def test_plain_image_that_would_not_fit_in_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image
+
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((1000, 1500, 3), 200, np.uint8)).save(path)
+    # 1.5 Mpx x 3 bytes x 3 copies = 13.5 MB needed; pretend 8 MB are free
+    monkeypatch.setattr("kbfm.io.slide.available_memory", lambda: 8 * 2**20)
+    with pytest.raises(KbfmInputError, match=r"1500 x 1000 image .*GiB of memory .*pyramidal TIFF"):
+        open_slide(path, mpp=0.5)
+    monkeypatch.setattr("kbfm.io.slide.available_memory", lambda: 64 * 2**20)
+    assert open_slide(path, mpp=0.5).read_region((0, 0), (4, 4)).shape == (4, 4, 3)
+    monkeypatch.setattr("kbfm.io.slide.available_memory", lambda: None)  # unknown: allowed
+    assert open_slide(path, mpp=0.5).dimensions == (1500, 1000)
+
+
+def test_available_memory_reads_the_machine_and_cgroup_limits():
+    from kbfm._memory import available_memory
+
+    free = available_memory()
+    assert free is None or 0 < free < 2**50

@@ -4,8 +4,9 @@
 coordinates, whatever the backend. OpenSlide (svs, tiff, ndpi, mrxs, scn, DICOM, ...)
 reads tiles lazily from the pyramid, so a 100k x 100k slide is never held in memory.
 Plain JPEG/PNG/TIFF images without a pyramid go through PIL: they are decoded whole on
-first read, so images above ``max_pixels`` are refused with a hint to convert them to a
-tiled pyramidal TIFF.
+first read, so images above ``max_pixels``, or whose decoding would not fit in the
+memory available (the machine's or the container's limit), are refused before decoding,
+with a hint to convert them to a tiled pyramidal TIFF.
 
 Microns per pixel (mpp) come from, in order: the ``mpp=`` argument, the slide metadata
 (``openslide.mpp-x`` or TIFF resolution tags), or stay ``None``; readers that know the
@@ -22,9 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from .._errors import KbfmInputError
+from .._memory import available_memory
 
 #: PIL-decoded images larger than this many pixels are refused (about 4.5 GB of RGB).
 MAX_PIL_PIXELS = 1_500_000_000
+#: Peak copies of the RGB array while PIL decodes and converts a plain image; an image
+#: whose decoding would not fit in the memory available is refused before decoding.
+DECODE_COPIES = 3
 #: Plausible range of microns per pixel for a histology scan; metadata outside it
 #: (e.g. a 72-dpi default written by an image library) is ignored.
 MPP_RANGE = (0.05, 50.0)
@@ -286,7 +291,9 @@ def open_slide(
     mpp
         Microns per level-0 pixel; overrides the metadata.
     max_pixels
-        Largest plain (non-pyramidal) image decoded whole through PIL.
+        Largest plain (non-pyramidal) image decoded whole through PIL. Smaller images
+        are refused too when decoding them (about 9 bytes per pixel at peak) would not
+        fit in the memory available.
 
     Returns
     -------
@@ -355,13 +362,21 @@ def _open_with_pil(path: Path, max_pixels: int) -> Slide:
     finally:
         Image.MAX_IMAGE_PIXELS = old
     w, h = image.size
-    if w * h > max_pixels:
+    need = w * h * 3 * DECODE_COPIES
+    free = available_memory()
+    too_big = w * h > max_pixels or (free is not None and need > free)
+    if too_big:
         image.close()
+        why = (
+            f"more than max_pixels={max_pixels:,}"
+            if w * h > max_pixels
+            else f"only ~{free / 2**30:.1f} GiB of memory is available here"
+        )
         msg = (
-            f"{path.name} is a plain {w} x {h} image ({w * h / 1e9:.1f} Gpx) without a pyramid; "
-            f"decoding it whole would need ~{w * h * 3 / 2**30:.0f} GiB. Convert it to a tiled "
-            "pyramidal TIFF (e.g. `vips tiffsave in.jpg out.tif --tile --pyramid "
-            "--compression jpeg`), which is read tile by tile, or raise max_pixels."
+            f"{path.name} is a plain {w} x {h} image ({w * h / 1e9:.2f} Gpx) without a pyramid; "
+            f"reading any patch decodes it whole (~{need / 2**30:.1f} GiB with copies) and "
+            f"{why}. Convert it to a tiled pyramidal TIFF (e.g. `vips tiffsave in.png out.tif "
+            "--tile --pyramid --compression jpeg`), which is read tile by tile."
         )
         raise KbfmInputError(msg)
     mpp = _pil_mpp(image)
