@@ -221,8 +221,10 @@ def test_train_continues_from_current_weights_unless_reset(spatial):
     )
 
 
-def test_streamed_inference_equals_all_at_once(spatial):
-    model = trained(spatial)
+@pytest.mark.parametrize("encoder", ["mlp", "gcn"])
+def test_streamed_inference_equals_all_at_once(spatial, encoder):
+    model = trained(spatial, encoder=encoder)
+    assert model.module.receptive_hops == 2 + (encoder == "gcn")
     whole = model.get_latent_representation(batch_size=None)
     for chunk in (17, 50, 10_000):
         streamed = model.get_latent_representation(batch_size=chunk)
@@ -267,3 +269,14 @@ def test_spot_graph_is_stored_in_obsp_and_reused(spatial):
     bad._obsp["spatial_connectivities"] = sp.eye(5, format="csr")  # bypass anndata's check
     with pytest.raises(KbfmInputError, match="does not match the 256 spots"):
         FusionModel.setup(bad, preset="tiny", n_top_genes=80)
+
+
+def test_warns_when_few_genes_carry_knowledge(caplog):
+    known = list(kbfm.knowledge.marker_table()["gene"].drop_duplicates()[:5])
+    names = known + [f"UNKNOWN{i}" for i in range(115)]
+    adata = kbfm.datasets.synthetic_spatial(n_side=10, n_genes=120, gene_names=names, seed=0)
+    with caplog.at_level("WARNING", logger="kbfm"):
+        FusionModel.setup(adata, preset="tiny", n_top_genes=120)
+    assert "Only 5 of the model's 120 genes (4%) carry gene text" in caplog.text
+    with pytest.raises(KbfmInputError, match="encoder must be one of"):
+        FusionModel.setup(adata, preset="tiny", encoder="transformer")

@@ -18,6 +18,26 @@ def mlp(n_in: int, n_hidden: int, n_out: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class GraphEncoder(nn.Module):
+    """An MLP whose first hidden layer is a graph convolution over the spot graph.
+
+    ``h = LN(0.5 (W x + A W x))``, then GELU and the remaining layers: each spot's
+    view latent already sees its neighbours' expression (GraphST/STAGATE-style).
+    """
+
+    def __init__(self, n_in: int, n_hidden: int, n_out: int, depth: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(n_in, n_hidden)
+        self.norm = nn.LayerNorm(n_hidden)
+        self.rest = mlp(n_hidden, n_hidden, n_out, max(depth - 1, 0))
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.first(x)
+        if adjacency is not None:
+            h = 0.5 * (h + torch.sparse.mm(adjacency, h))
+        return self.rest(F.gelu(self.norm(h)))
+
+
 class FusionModule(nn.Module):
     """Per-modality encoders into one latent space, graph smoothing, text-conditioned decoder.
 
@@ -33,6 +53,8 @@ class FusionModule(nn.Module):
         Latent width, hidden width and hidden layers per encoder.
     graph_hops
         Rounds of averaging each spot with its spatial neighbours.
+    encoder
+        Expression encoder: ``"mlp"`` or ``"gcn"`` (:class:`GraphEncoder`).
     """
 
     def __init__(
@@ -46,12 +68,17 @@ class FusionModule(nn.Module):
         hidden: int,
         depth: int,
         graph_hops: int = 2,
+        encoder: str = "mlp",
     ) -> None:
         super().__init__()
         self.graph_hops = graph_hops
+        self.graph_encoder = encoder == "gcn"
         # graph steps between a spot and the farthest spot its latent depends on
-        self.receptive_hops = graph_hops
-        self.expr = mlp(n_genes, hidden, latent, depth)
+        self.receptive_hops = graph_hops + int(self.graph_encoder)
+        if self.graph_encoder:
+            self.expr = GraphEncoder(n_genes, hidden, latent, depth)
+        else:
+            self.expr = mlp(n_genes, hidden, latent, depth)
         self.genetext = mlp(d_genetext, hidden, latent, 1) if d_genetext else None
         self.image = mlp(d_image, hidden, latent, depth) if d_image else None
         self.graph_mix = nn.Linear(latent, latent)
@@ -65,7 +92,7 @@ class FusionModule(nn.Module):
 
     def encode_views(self, x, genetext=None, image=None, adjacency=None) -> dict[str, torch.Tensor]:
         """Latent of each available view (before fusion and graph smoothing)."""
-        views = {"expr": self.expr(x)}
+        views = {"expr": self.expr(x, adjacency) if self.graph_encoder else self.expr(x)}
         if self.genetext is not None and genetext is not None:
             views["genetext"] = self.genetext(genetext)
         if self.image is not None and image is not None:

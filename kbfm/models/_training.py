@@ -133,11 +133,6 @@ def losses(module, cfg, x, gt, im, adj, mask, n_seeds, train_rows, gen):
         # each spot's own (not yet graph-mixed) latent against its neighbourhood
         s = neighbour_consistency(local, adj, gen, n_seeds)
         loss, terms["neighbour"] = loss + cfg.w_neighbour * s, s
-    if getattr(cfg, "w_corruption", 0.0) > 0 and adj is not None:
-        from ._module import corruption_contrast
-
-        c = corruption_contrast(module, x.masked_fill(mask, 0.0), gt, im, adj, z, n_seeds, gen)
-        loss, terms["corruption"] = loss + cfg.w_corruption * c, c
     return loss, terms, val_loss
 
 

@@ -39,6 +39,7 @@ from .._version import __version__
 from ._graph import spot_graph
 
 LATENT_KEY = "X_kbfm"
+ENCODERS = ("mlp", "gcn")  # expression encoders of kbfm.models._module
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class FusionConfig:
     preset: str = "base"
     n_neighbors: int = 6
     graph_hops: int = 2
+    encoder: str = "mlp"
     gene_selection: str = "hvg"
     use_genetext: bool = True
     use_image: bool = True
@@ -113,6 +115,7 @@ class FusionModel:
         w_neighbour: float = 1.0,
         n_neighbors: int = 6,
         graph_hops: int = 2,
+        encoder: str = "mlp",
         knowledge_source: str = "builtin",
         text_encoder: str = "minilm",
         species: str = "human",
@@ -143,6 +146,9 @@ class FusionModel:
             Spatial neighbours per spot (6 suits the Visium hexagonal grid).
         graph_hops
             Rounds of neighbour averaging in the encoder (0 = none).
+        encoder
+            Expression encoder: ``"mlp"`` (default) or ``"gcn"`` (its first layer a graph
+            convolution over the spot graph, GraphST/STAGATE-style).
         knowledge_source, text_encoder, species
             Gene knowledge for the text-conditioned decoder (see ``kbfm.tl.embed_genes``).
         seed
@@ -165,6 +171,9 @@ class FusionModel:
             if w < 0:
                 msg = f"{name} must be >= 0, got {w}."
                 raise KbfmInputError(msg)
+        if encoder not in ENCODERS:
+            msg = f"encoder must be one of {list(ENCODERS)}, got {encoder!r}."
+            raise KbfmInputError(msg)
         if gene_selection not in ("auto", "spatial", "hvg"):
             msg = f"gene_selection must be 'auto', 'spatial' or 'hvg', got {gene_selection!r}."
             raise KbfmInputError(msg)
@@ -199,6 +208,7 @@ class FusionModel:
         values = tmp[:, genes].X
         mean, std = values.mean(0), values.std(0) + 1e-6
         gene_text = _gene_text(genes, knowledge_source, text_encoder, species)
+        _warn_when_knowledge_is_thin(gene_text, knowledge_source)
         d_gt = (
             adata.obsm["X_genetext"].shape[1] if use_genetext and "X_genetext" in adata.obsm else 0
         )
@@ -208,6 +218,7 @@ class FusionModel:
             preset=preset,
             n_neighbors=n_neighbors,
             graph_hops=graph_hops,
+            encoder=encoder,
             gene_selection=gene_selection,
             use_genetext=use_genetext,
             use_image=use_image,
@@ -290,6 +301,7 @@ class FusionModel:
             hidden=p.hidden,
             depth=p.depth,
             graph_hops=self.config.graph_hops,
+            encoder=self.config.encoder,
         )
 
     def train(
@@ -530,3 +542,23 @@ def _gene_text(genes: list[str], source, encoder, species) -> np.ndarray:
         )
 
         return np.zeros((len(genes), get_text_encoder(encoder).dim), dtype=np.float32)
+
+
+KNOWLEDGE_WARN_FRACTION = 0.2
+
+
+def _warn_when_knowledge_is_thin(gene_text: np.ndarray, source) -> None:
+    """Say so when few of the model's genes carry gene text (the knowledge view is idle)."""
+    import logging
+
+    with_text = int((np.abs(gene_text).sum(1) > 0).sum())
+    if with_text and with_text < KNOWLEDGE_WARN_FRACTION * len(gene_text):
+        logging.getLogger("kbfm").warning(
+            "Only %d of the model's %d genes (%.0f%%) carry gene text in knowledge source "
+            "%r, so the knowledge-conditioned decoder rests on few genes; "
+            "knowledge_source='atlas' has a card for every gene.",
+            with_text,
+            len(gene_text),
+            100 * with_text / len(gene_text),
+            str(source),
+        )
