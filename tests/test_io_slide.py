@@ -148,7 +148,7 @@ def test_plain_image_that_would_not_fit_in_memory_is_refused_before_decoding(tmp
 
     path = tmp_path / "big.png"
     Image.fromarray(np.full((1000, 1500, 3), 200, np.uint8)).save(path)
-    # 1.5 Mpx x 3 bytes x 3 copies = 13.5 MB needed; pretend 8 MB are free
+    # 1.5 Mpx x 3 bytes x 3.5 copies = 15.8 MB needed; pretend 8 MB are free
     monkeypatch.setattr("kbfm.io.slide.available_memory", lambda: 8 * 2**20)
     with pytest.raises(KbfmInputError, match=r"1500 x 1000 image .*GiB of memory .*pyramidal TIFF"):
         open_slide(path, mpp=0.5)
