@@ -136,6 +136,26 @@ def test_knowledge_variant_with_text_neighbours(pair, monkeypatch):
     assert report["n_with_knowledge"] > 0
 
 
+def test_knowledge_variant_skips_text_work_when_every_gene_is_well_measured(pair, monkeypatch):
+    spots, reference, _, _ = pair
+    from kbfm.tl import _gene_vectors
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("gene text was embedded although smoothing changes nothing")
+
+    monkeypatch.setattr(_gene_vectors, "gene_vectors", must_not_run)
+    # smoothing=0.5: a gene borrows 0.5 / (0.5 + counts) of its profile; every selected
+    # gene has >= 10 reference counts here, so the weight is < 5% everywhere.
+    kw = {"n_epochs": 300, "copy": True, "seed": 0}
+    out = deconvolve(spots, reference, method="knowledge", smoothing=0.5, **kw)
+    report = out.uns["kbfm"]["deconvolve"]["signature_smoothing"]
+    assert report["skipped"] is True and "enough reference counts" in report["reason"]
+    plain = deconvolve(spots, reference, method="poisson", **kw)
+    np.testing.assert_allclose(
+        np.asarray(out.obsm["kbfm_proportions"]), np.asarray(plain.obsm["kbfm_proportions"])
+    )
+
+
 def test_error_missing_label_column(pair):
     spots, reference, _, _ = pair
     with pytest.raises(KbfmInputError, match=r"no obs\['celltype'\].*Did you mean"):

@@ -40,6 +40,25 @@ def _knowledge_signatures(
     from ._gene_vectors import gene_vectors
 
     reliability = np.asarray(R.sum(axis=0)).ravel()
+    # A gene borrows weight smoothing / (smoothing + counts) from its text neighbours;
+    # when that is under 5% for every selected gene, smoothing would change nothing:
+    # skip the text embedding (up to half the run time) and say so.
+    weight = smoothing / (smoothing + reliability[sel])
+    if not (weight > 0.05).any():
+        logger.info(
+            "method='knowledge': every one of the %d genes has at least %.0f reference "
+            "counts, so text smoothing would change nothing; it was skipped (the result "
+            "equals method='poisson').",
+            len(sel),
+            float(reliability[sel].min()),
+        )
+        report = {
+            "skipped": True,
+            "reason": "every gene has enough reference counts (weight on neighbours < 0.05)",
+            "n_genes": len(sel),
+            "min_reference_counts": float(reliability[sel].min()),
+        }
+        return S_shared[:, sel], report
     top = np.argsort(-reliability)[:n_pool]
     pool = np.array(sorted(set(sel.tolist()) | set(top.tolist())), dtype=int)
     vectors = gene_vectors(
