@@ -510,6 +510,7 @@ def train(
             gene_selection=gene_selection,
             seed=seed,
         )
+        model.config.trained_on["filename"] = str(path)
         model.train(max_epochs=max_epochs)
         model.to_adata()
         model.save(model_dir)
@@ -550,6 +551,23 @@ def domains(
         if label_key:
             scores = tl.evaluate_domains(adata, label_key)
             typer.echo(f"ARI {scores['ari']:.3f}  NMI {scores['nmi']:.3f}  ({scores['n']} spots)")
+
+    _roundtrip(path, out, step)
+
+
+@app.command()
+def embed(
+    path: InPath,
+    model_dir: Annotated[Path, typer.Option("--model", help="A saved FusionModel folder.")],
+    out: OutOpt = None,
+    key: Annotated[str, typer.Option(help="obsm key to write.")] = "X_kbfm",
+) -> None:
+    """Embed a new slice with a trained FusionModel (no retraining) into obsm['X_kbfm']."""
+    from .models import FusionModel
+
+    def step(adata):
+        model = FusionModel.embed(model_dir, adata, key_added=key)
+        typer.echo(model.describe_transfer())
 
     _roundtrip(path, out, step)
 
