@@ -280,3 +280,38 @@ def test_warns_when_few_genes_carry_knowledge(caplog):
     assert "Only 5 of the model's 120 genes (4%) carry gene text" in caplog.text
     with pytest.raises(KbfmInputError, match="encoder must be one of"):
         FusionModel.setup(adata, preset="tiny", encoder="transformer")
+
+
+def test_embed_a_new_slice_with_a_saved_model(spatial, tmp_path, caplog):
+    import os
+
+    from typer.testing import CliRunner
+
+    from kbfm.cli import app
+
+    model = trained(spatial)
+    old_umask = os.umask(0o027)
+    try:
+        model.save(tmp_path / "m")
+    finally:
+        os.umask(old_umask)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o640  # the user's umask
+    other = kbfm.datasets.synthetic_spatial(
+        n_side=14, n_genes=120, gene_names=list(spatial.var_names), seed=7
+    )
+    with caplog.at_level("INFO", logger="kbfm"):
+        FusionModel.embed(tmp_path / "m", other)
+    assert other.obsm["X_kbfm"].shape == (other.n_obs, 16)
+    assert "80 of its 80 genes found in this data" in caplog.text
+    assert "scaled with the training slice's (256 spots) mean" in caplog.text
+    step = other.uns["kbfm"]["fusion_model"]
+    assert step["model_dir"] == str((tmp_path / "m").resolve())
+    assert step["trained_on"]["n_spots"] == spatial.n_obs
+    assert step["epochs"] == len(model.history) and step["epochs_on_this_data"] == 0
+    path = tmp_path / "other.h5ad"
+    other.write_h5ad(path)
+    result = CliRunner().invoke(app, ["embed", str(path), "--model", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert "genes found in this data" in result.output
+    assert "X_kbfm" in kbfm.io.read_h5ad(path).obsm

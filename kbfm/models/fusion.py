@@ -84,6 +84,8 @@ class FusionConfig:
     gene_std: list[float] = field(default_factory=list)
     input_was_counts: bool = False
     seed: int = 0
+    trained_on: dict = field(default_factory=dict)
+    epochs_trained: int = 0
     kbfm_version: str = __version__
 
 
@@ -96,6 +98,7 @@ class FusionModel:
         self.gene_text = gene_text.astype(np.float32)
         self.module = None
         self.history: list[dict] = []
+        self.loaded_from: str | None = None
         self._prepare(adata)
 
     # ---------------------------------------------------------------- setup
@@ -235,6 +238,7 @@ class FusionModel:
             gene_std=std.tolist(),
             input_was_counts=counts,
             seed=seed,
+            trained_on=_describe_data(adata),
         )
         return cls(adata, config, gene_text)
 
@@ -463,7 +467,11 @@ class FusionModel:
             graph=self.graph_source,
             batch_size=getattr(self, "batch_size", None),
             seed=self.config.seed,
-            epochs=len(self.history),
+            epochs=self.config.epochs_trained + len(self.history),
+            epochs_on_this_data=len(self.history),
+            model_dir=self.loaded_from,
+            trained_on=self.config.trained_on,
+            genes_matched=len(self.config.genes) - len(self.missing_genes),
         )
 
     def n_parameters(self) -> int:
@@ -481,7 +489,9 @@ class FusionModel:
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
         np_text = self.gene_text.tolist()
-        payload = {"config": asdict(self.config), "gene_text": np_text}
+        config = asdict(self.config)
+        config["epochs_trained"] = self.config.epochs_trained + len(self.history)
+        payload = {"config": config, "gene_text": np_text}
         atomic_write_text(folder / "config.json", json.dumps(payload))
         return folder
 
@@ -512,16 +522,71 @@ class FusionModel:
         except (RuntimeError, SafetensorError) as err:
             msg = f"Weights in {weights} do not fit the saved config: {str(err)[:300]}"
             raise KbfmInputError(msg) from None
-        if model.missing_genes:
-            import logging
+        import logging
 
-            logging.getLogger("kbfm").warning(
+        log = logging.getLogger("kbfm")
+        if model.missing_genes:
+            log.warning(
                 "%d of the model's %d genes are missing from this data (filled with the "
                 "training mean): %s",
                 len(model.missing_genes),
                 len(config.genes),
                 preview(model.missing_genes),
             )
+        model.loaded_from = str(folder.resolve())
+        log.info(model.describe_transfer())
+        return model
+
+    def describe_transfer(self) -> str:
+        """One line: genes matched in this data and whose scaling the inputs get."""
+        cfg, n = self.config, len(self.config.genes)
+        trained = cfg.trained_on.get("n_spots")
+        where = f"the training slice's ({trained:,} spots)" if trained else "the training data's"
+        return (
+            f"FusionModel {cfg.preset} from {self.loaded_from or 'memory'}: "
+            f"{n - len(self.missing_genes):,} of its {n:,} genes found in this data "
+            f"({len(self.missing_genes):,} filled with the training mean); each gene is "
+            f"scaled with {where} mean and standard deviation, not re-estimated here."
+        )
+
+    @classmethod
+    def embed(
+        cls,
+        folder: str | Path,
+        adata: AnnData,
+        *,
+        key_added: str = LATENT_KEY,
+        batch_size: int | None = 16384,
+    ) -> FusionModel:
+        """Embed a new slice with a saved model, without retraining.
+
+        Genes are aligned by name (missing ones get the training mean and are reported),
+        inputs are scaled with the training data's gene means and scales, the spot graph
+        comes from this slice, and ``obsm[key_added]`` is written in streamed chunks with
+        provenance naming the model folder and its training data.
+
+        Parameters
+        ----------
+        folder
+            A folder written by :meth:`save`.
+        adata
+            The new slice (counts or normalised values, ``obsm["spatial"]``).
+        key_added
+            ``obsm`` key written.
+        batch_size
+            Spots per inference chunk.
+
+        Returns
+        -------
+        The loaded model (``model.describe_transfer()`` says what was matched).
+
+        Examples
+        --------
+        >>> model = FusionModel.embed("model/", other_slice)  # doctest: +SKIP
+        >>> kbfm.tl.domains(other_slice, n_domains=7)  # doctest: +SKIP
+        """
+        model = cls.load(folder, adata)
+        model.to_adata(key_added, batch_size=batch_size)
         return model
 
 
@@ -545,6 +610,20 @@ def _gene_text(genes: list[str], source, encoder, species) -> np.ndarray:
 
 
 KNOWLEDGE_WARN_FRACTION = 0.2
+
+
+def _describe_data(adata: AnnData) -> dict:
+    """What the model was trained on, for provenance (no data, only a fingerprint)."""
+    import hashlib
+
+    names = "\n".join(map(str, adata.obs_names)).encode()
+    return {
+        "n_spots": int(adata.n_obs),
+        "n_genes": int(adata.n_vars),
+        "library_ids": sorted(map(str, adata.uns.get("spatial", {}) or {})),
+        "obs_names_sha256": hashlib.sha256(names).hexdigest()[:16],
+        "filename": str(adata.filename) if adata.isbacked else None,
+    }
 
 
 def _warn_when_knowledge_is_thin(gene_text: np.ndarray, source) -> None:
