@@ -31,13 +31,15 @@ from pathlib import Path
 
 import numpy as np
 import scanpy as sc
+from _data import DATA_ROOT, skipped
 
 import kbfm
 from kbfm.knowledge import CellOntology, marker_sets
 from kbfm.tl._prototypes import resolve_candidates
 
 RESULTS = Path(__file__).parent / "results"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SKIPPED: list[dict] = []
+SHARED = DATA_ROOT
 REFSEQ = SHARED / "genes/refseq_summaries_human.tsv.gz"
 LYMPH_REF = SHARED / "deconv/spacexr/Reference/Visium_Lymph_Ref/ref_downsampled.h5ad"
 
@@ -69,7 +71,7 @@ def load_datasets() -> dict:
         ln.obs["cell_type_id"] = ln.obs["cell_type"].astype(str).map(LYMPH_LABEL_TO_CL)
         data["lymph_node"] = ln
     else:
-        print(f"skipping lymph node: {LYMPH_REF} not found")
+        skipped("lymph node annotation rows", LYMPH_REF, SKIPPED)
     return data
 
 
@@ -239,7 +241,7 @@ def run_dataset(name: str, adata, ontology) -> dict:
 def to_markdown(results: dict) -> str:
     out = []
     for name, res in results.items():
-        if name == "meta":
+        if name in ("meta", "skipped"):
             continue
         out.append(
             f"\n**{name}** ({res['n_cells']} cells, {res['n_types']} types; candidates: "
@@ -264,9 +266,12 @@ def main() -> None:
         "kbfm_version": kbfm.__version__,
     }
     RESULTS.mkdir(exist_ok=True)
+    results["skipped"] = SKIPPED
     (RESULTS / "annotation.json").write_text(json.dumps(results, indent=2))
     (RESULTS / "annotation.md").write_text(to_markdown(results) + "\n")
     print(to_markdown(results))
+    for row in SKIPPED:
+        print(f"SKIPPED {row['row']}: {row['missing']} not found")
 
 
 if __name__ == "__main__":

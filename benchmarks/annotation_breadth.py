@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
+from _data import DATA_ROOT
 from anndata import AnnData
 
 import kbfm
@@ -151,8 +152,7 @@ LABEL_MAPS = {
 
 
 def shared_data() -> Path:
-    env = os.environ.get("KBFM_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
+    return DATA_ROOT
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -31,12 +31,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from _data import DATA_ROOT, require
 from anndata import AnnData
 
 from kbfm.pp.auto_qc import auto_qc, qc_table
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = DATA_ROOT
 HER2 = SHARED / "histology" / "her2st"
 LYMPH = SHARED / "deconv" / "spacexr" / "SpatialRNA" / "VisiumLymphVignette" / "visium_lymph.h5ad"
 OUT = ROOT / "benchmarks" / "results"
@@ -149,7 +150,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def main() -> None:
     if not HER2.exists() or not LYMPH.exists():
-        raise SystemExit(f"shared data not found under {SHARED}")
+        require(HER2, "auto_qc benchmark")
+        require(LYMPH, "auto_qc benchmark")
     seeds = (0, 1, 2)
     runs = {
         "her2st_4_sections": (load_her2st(), "section"),

@@ -33,12 +33,13 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import scipy.sparse as sp
+from _data import DATA_ROOT, require
 from anndata import AnnData
 
 from kbfm.tl.deconvolve import deconvolve
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "deconv" / "spacexr"
+DATA = DATA_ROOT / "deconv" / "spacexr"
 REF = DATA / "Reference" / "Visium_Lymph_Ref" / "ref_downsampled.h5ad"
 SPOTS = DATA / "SpatialRNA" / "VisiumLymphVignette" / "visium_lymph.h5ad"
 OUT = ROOT / "benchmarks" / "results"
@@ -145,8 +146,8 @@ def main() -> None:
     parser.add_argument("--methods", default="nnls,nb_count_model,knowledge_smoothing,zero_shot")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    if not REF.exists():
-        raise SystemExit(f"shared data not found: {REF}")
+    require(REF, "deconvolution benchmark")
+    require(SPOTS, "deconvolution benchmark")
     full = ad.read_h5ad(REF)
     real = ad.read_h5ad(SPOTS)
     ref, pool = split_reference(full, args.seed)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 import anndata as ad
+from _data import DATA_ROOT, require
 
 import kbfm
 from kbfm.io.legacy_st import read_legacy_st
@@ -30,7 +30,7 @@ from kbfm.tl.predict_expression import predict_expression
 from kbfm.tl.spatial_context import spatial_context
 
 ROOT = Path(__file__).resolve().parents[1]
-HER2ST = ROOT.parent / "shared" / "data" / "histology" / "her2st"
+HER2ST = DATA_ROOT / "histology" / "her2st"
 OUT = ROOT / "benchmarks" / "results"
 SECTIONS = ["C2", "C3", "C4", "C5"]
 
@@ -76,8 +76,7 @@ def load_sections() -> list[ad.AnnData]:
 
 
 def main() -> None:
-    if not HER2ST.exists():
-        sys.exit(f"HER2ST data not found at {HER2ST}")
+    require(HER2ST, "image_expression benchmark")
     kbfm.settings.progress = False
     sections = load_sections()
     timings = {}

@@ -18,8 +18,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _data import DATA_ROOT
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared/data"
+ROOT = DATA_ROOT
 DATA = ROOT / "spatial/dlpfc_151675/dlpfc_151675.h5ad"
 REFSEQ = str(ROOT / "genes/refseq_summaries_human.tsv.gz")
 RESULTS = Path(__file__).parent / "results"

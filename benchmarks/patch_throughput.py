@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _data import DATA_ROOT, skipped
 
 import kbfm
 from kbfm.encoders.image import get_image_encoder
@@ -31,7 +32,7 @@ from kbfm.io.slide import open_slide
 from kbfm.tl.embed_image import _encode_positions, embed_image
 
 ROOT = Path(__file__).resolve().parents[1]
-HER2ST = ROOT.parent / "shared" / "data" / "histology" / "her2st"
+HER2ST = DATA_ROOT / "histology" / "her2st"
 OUT = ROOT / "benchmarks" / "results"
 BATCH = 32
 
@@ -127,6 +128,8 @@ def main() -> None:
                 "embed_image_call_s_187_spots": round(full_s, 2),
             }
         )
+    else:
+        skipped("HER2ST C2 JPEG row", HER2ST)
     with tempfile.TemporaryDirectory() as tmp:
         path = synthetic_pyramid(Path(tmp) / "big.tif")
         slide = open_slide(path)
