@@ -8,8 +8,9 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from _paths import SHARED as SHARED_PATH
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_PATH
 WIDTH, HEIGHT, MPP = 1536, 1024, 0.5
 REGIONS = ("nuclei", "stroma", "fat")  # left, middle and right thirds
 

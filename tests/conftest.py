@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from _paths import SHARED as SHARED_PATH
 
 import kbfm
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = SHARED_PATH
 needs_shared = pytest.mark.skipif(
     not SHARED_DATA.exists(), reason=f"shared test data not found at {SHARED_DATA}"
 )

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _paths import SHARED as SHARED_PATH
 from anndata import AnnData
 
 from kbfm._errors import KbfmInputError
@@ -14,7 +13,7 @@ from kbfm.tl import _deconv_inputs
 from kbfm.tl._deconv_knowledge import smooth_signatures
 from kbfm.tl.deconvolve import deconvolve
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_PATH
 LYMPH = SHARED / "deconv" / "spacexr"
 
 

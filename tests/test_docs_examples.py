@@ -9,11 +9,11 @@ reason, so nothing is skipped silently.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+from _paths import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -21,7 +21,7 @@ _BLOCK_RE = re.compile(
     r"(?:<!--\s*docs-test:\s*skip(?P<reason>[^>]*)-->\s*\n)?```python\n(?P<code>.*?)```",
     re.DOTALL,
 )
-DATA = Path(os.environ.get("KBFM_DATA", ROOT.parent / "shared" / "data"))
+DATA = SHARED
 
 
 def blocks(path: Path) -> list[tuple[str, str | None]]:

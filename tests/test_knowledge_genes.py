@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from _paths import SHARED as SHARED_PATH
 
 import kbfm
 from kbfm._errors import KbfmInputError, KbfmUnavailableError
@@ -26,7 +27,7 @@ from kbfm.knowledge import (
     normalize_symbols,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_PATH
 GENES = SHARED / "genes"
 HUMAN_GENE_INFO = GENES / "ncbi_gene_info" / "Homo_sapiens.gene_info.gz"
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")

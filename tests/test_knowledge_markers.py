@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
+from _paths import SHARED as SHARED_PATH
 
 from kbfm._errors import KbfmInputError
 from kbfm.knowledge import CellOntology, load_marker_file, marker_sets, marker_table
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = SHARED_PATH
 needs_shared = pytest.mark.skipif(not SHARED.exists(), reason="../shared/data not present")
 
 # The cell types the table must cover (CL ids of the current release).
