@@ -211,3 +211,40 @@ def test_table_rows_without_shapes_are_refused(sdata):
     sdata.shapes["cells"] = sdata.shapes["cells"].iloc[:-5]
     with pytest.raises(KbfmInputError, match="5 table rows name instances that 'cells' lacks"):
         read_spatialdata(sdata)
+
+
+def test_rgb_image_is_preferred_over_a_finer_fluorescence_channel(sdata):
+    dapi = np.zeros((1, 2 * H, 2 * W), dtype=np.uint16)  # twice as fine as the H&E
+    sdata.images["dapi"] = Image2DModel.parse(
+        dapi, dims=("c", "y", "x"), transformations={"global": Identity()}
+    )
+    adata = read_spatialdata(sdata, mpp=0.5)
+    assert adata.uns["spatial"]["cells"]["metadata"]["spatialdata_image"] == "he"
+
+
+def test_mpp_from_the_coordinate_system_unit(sdata):
+    adata = read_spatialdata(sdata, microns_per_unit=0.25)  # image pixel = 2 global units
+    meta = adata.uns["spatial"]["cells"]["metadata"]
+    assert meta["microns_per_pixel"] == pytest.approx(0.5)
+    assert meta["mpp_source"] == "coordinate_system"
+
+
+def test_mpp_from_a_visium_hd_bin_table():
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    corners = [(x, y) for x in range(40, W - 40, 16) for y in range(40, H - 40, 16)][:200]
+    bins = gpd.GeoDataFrame(
+        geometry=[box(x, y, x + 16, y + 16) for x, y in corners], index=np.arange(len(corners))
+    )
+    region = "sample_square_008um"
+    sdata = sd.SpatialData(
+        images={"he": Image2DModel.parse(coded_image(), dims=("c", "y", "x"))},
+        shapes={region: ShapesModel.parse(bins)},
+        tables={"square_008um": table_for(len(corners), region)},
+    )
+    adata = read_spatialdata(sdata)
+    meta = adata.uns["spatial"][region]["metadata"]
+    assert meta["microns_per_pixel"] == pytest.approx(0.5)  # 8 µm over 16 px
+    assert meta["mpp_source"] == "bin_size"
+    np.testing.assert_allclose(adata.obsm["spatial"], np.asarray(corners) + 8.0)

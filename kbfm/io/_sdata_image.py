@@ -156,18 +156,17 @@ def export_tiff(element: Any, name: str, mpp: float | None, out: Path | None) ->
     return atomic_write(path, write)
 
 
-def thumbnail(levels: list[Any], name: str, max_px: int) -> tuple[np.ndarray, float]:
-    """An RGB copy with at most ``max_px`` on its longest side and its scale to level 0."""
-    from PIL import Image
+def thumbnail(tiff: Path, max_px: int) -> tuple[np.ndarray, float]:
+    """An RGB copy of an exported TIFF, ``max_px`` on its longest side at most, read from
+    its pyramid, and its scale (thumbnail pixels per level-0 pixel)."""
+    from .slide import open_slide
 
-    width0 = levels[0].shape[2]
-    level = next((lv for lv in reversed(levels) if max(lv.shape[1:]) >= max_px), levels[0])
-    image = np.concatenate([band for _, band in _bands(level, name)], axis=0)
-    scale = min(1.0, max_px / max(image.shape[:2]))
-    if scale < 1.0:
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))
-    return image, image.shape[1] / width0
+    slide = open_slide(tiff)
+    try:
+        image, _ = slide.thumbnail(max_px)
+    finally:
+        slide.close()
+    return image, image.shape[1] / slide.dimensions[0]
 
 
 def channels_first(image: np.ndarray) -> np.ndarray:

@@ -187,7 +187,8 @@ def read_spatialdata(
         Which table (needed when there are several).
     image_key
         Which image the patches come from; default: among the images that share a
-        coordinate system with the shapes, the finest (log line names it).
+        coordinate system with the shapes, an RGB one before others, then the finest
+        (a log line names it).
     region
         Which annotated shapes element, when the table annotates several.
     coordinate_system
@@ -265,7 +266,6 @@ def read_spatialdata(
         mpp, mpp_source = _resolve_mpp(
             mpp, microns_per_unit, _affine(image, cs), adata, region, size_px
         )
-        levels = image_levels(image)
         tiff = export_tiff(image, image_key, mpp, Path(image_path) if image_path else None)
         meta.update(spatialdata_image=image_key, coordinate_system=cs, mpp_source=mpp_source)
         meta[SOURCE_IMAGE_KEY] = str(tiff.resolve())
@@ -273,7 +273,7 @@ def read_spatialdata(
             meta[MPP_KEY] = mpp
         for res, max_px in (("hires", HIRES_PX), ("lowres", LOWRES_PX)):
             lib["images"][res], lib["scalefactors"][f"tissue_{res}_scalef"] = thumbnail(
-                levels, image_key, max_px
+                tiff, max_px
             )
         if len(size_px) and np.median(size_px) > 0:
             lib["scalefactors"]["spot_diameter_fullres"] = float(np.median(size_px))
@@ -311,7 +311,7 @@ def _default_cs(element: Any) -> str:
 def _choose_image(
     sdata, region: str, image_key: str | None, cs_hint: str | None
 ) -> tuple[str, np.ndarray, str]:
-    """The requested image, or the finest image connected to the shapes."""
+    """The requested image, or the best image connected to the shapes (RGB, then finest)."""
     if image_key is not None:
         affine, cs = _to_image(sdata, region, image_key, cs_hint)
         return image_key, affine, cs
@@ -330,8 +330,14 @@ def _choose_image(
             "load_images=False."
         )
         raise KbfmInputError(msg)
-    # Finest: most image pixels per unit of the shapes' own coordinates.
-    name = max(connected, key=lambda n: _pixel_scale(connected[n][0]))
+
+    # H&E patches need colour: prefer RGB(A) images, then the finest (most image pixels
+    # per unit of the shapes' own coordinates).
+    def rank(n: str) -> tuple[bool, float]:
+        rgb = image_levels(sdata.images[n])[0].sizes["c"] in (3, 4)
+        return rgb, _pixel_scale(connected[n][0])
+
+    name = max(connected, key=rank)
     if len(connected) > 1:
         logger.info(
             "Using image %r (finest of %s); pass image_key= to choose.", name, list(connected)
