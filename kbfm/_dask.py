@@ -259,10 +259,14 @@ def gene_moments(X: da.Array, where: str = "the dask array") -> tuple[np.ndarray
     Examples
     --------
     >>> import dask.array as da, numpy as np
-    >>> mean, std = gene_moments(da.from_array(np.array([[1.0, 0.0], [3.0, 0.0]]), chunks=1))
+    >>> X = da.from_array(np.array([[1.0, 0.0], [3.0, 0.0]]), chunks=(1, 2))
+    >>> mean, std = gene_moments(X)
     >>> mean.tolist(), std.tolist()
     ([2.0, 0.0], [1.0, 0.0])
     """
+    if X.numblocks[1] != 1:
+        msg = "gene_moments needs one chunk across the columns; call full_width(X) first."
+        raise KbfmInputError(msg)
     n_blocks, n_genes = X.numblocks[0], X.shape[1]
     parts = X.map_blocks(
         _block_moments,
