@@ -181,3 +181,40 @@ def test_sessions_have_private_folders_removed_at_close(tmp_path):
     assert not one.folder.exists() and two.folder.exists()
     store.close_all()
     assert not store.root.exists()
+
+
+def test_page_handlers_report_errors_as_one_line_messages():
+    gr = pytest.importorskip("gradio")
+    from kbfm.web.app import shown_errors
+
+    @shown_errors("Annotation")
+    def bad_input():
+        raise KbfmInputError("groupby='x' is not a column of adata.obs.")
+
+    @shown_errors("Annotation")
+    def crash():
+        raise ZeroDivisionError("division by zero")
+
+    with pytest.raises(gr.Error) as err:
+        bad_input()
+    assert err.value.message == "groupby='x' is not a column of adata.obs."
+    with pytest.raises(gr.Error) as err:
+        crash()
+    assert err.value.message.startswith("Annotation failed: ZeroDivisionError: division by zero.")
+    assert "Traceback" not in err.value.message
+
+
+def test_serve_checks_its_options_before_starting():
+    from typer.testing import CliRunner
+
+    from kbfm.cli import app
+    from kbfm.web import serve
+
+    with pytest.raises(KbfmInputError, match="max_upload_mb must be positive"):
+        serve(max_upload_mb=0, block=False)
+    with pytest.raises(KbfmInputError, match="port must be between 1 and 65535"):
+        serve(port=70000, block=False)
+    result = CliRunner().invoke(app, ["serve", "--max-upload-mb", "-1"])
+    assert result.exit_code == 2 and "max_upload_mb must be positive" in result.output
+    help_text = CliRunner().invoke(app, ["serve", "--help"]).output
+    assert "--max-upload-mb" in help_text and "127.0.0.1" in help_text

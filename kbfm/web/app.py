@@ -310,18 +310,24 @@ def build_app(store: SessionStore, *, max_upload_mb: float = 200.0) -> gr.Blocks
                 download_btn = gr.Button("Prepare files", variant="primary", elem_id="download")
                 downloads = gr.File(label="Files", file_count="multiple", elem_id="downloads")
 
+        # One computation at a time across all tabs: the kbfm steps are CPU-bound and
+        # matplotlib's pyplot is not thread-safe.
+        one = {"concurrency_id": "kbfm", "concurrency_limit": 1}
         load_outputs = [session, status, color, tissue_img, umap_img, groupby]
-        demo_btn.click(on_demo, [demo_name, session], load_outputs)
-        upload.upload(on_upload, [upload, session], load_outputs)
-        color.input(on_color, [color, session], [tissue_img, umap_img])
+        demo_btn.click(on_demo, [demo_name, session], load_outputs, **one)
+        upload.upload(on_upload, [upload, session], load_outputs, **one)
+        color.input(on_color, [color, session], [tissue_img, umap_img], **one)
         annotate_btn.click(
             on_annotate,
             [candidates, tissue_name, groupby, session],
             [table, annotate_note, annotate_img, color],
+            **one,
         )
-        query_btn.click(on_query, [query_text, session], [query_img, query_summary])
-        query_text.submit(on_query, [query_text, session], [query_img, query_summary])
-        domains_btn.click(on_domains, [n_domains, session], [domains_img, domains_note, groupby])
-        ask_btn.click(on_ask, [question, backend, session], [transcript, agent_files])
-        download_btn.click(on_download, [session], [downloads])
+        query_btn.click(on_query, [query_text, session], [query_img, query_summary], **one)
+        query_text.submit(on_query, [query_text, session], [query_img, query_summary], **one)
+        domains_btn.click(
+            on_domains, [n_domains, session], [domains_img, domains_note, groupby], **one
+        )
+        ask_btn.click(on_ask, [question, backend, session], [transcript, agent_files], **one)
+        download_btn.click(on_download, [session], [downloads], **one)
     return app

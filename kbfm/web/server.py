@@ -108,7 +108,6 @@ def serve(
     from .app import CSS, build_app
 
     app = build_app(store, max_upload_mb=max_upload_mb)
-    app.queue(default_concurrency_limit=1)
     if host not in LOCAL_HOSTS:
         log.warning("kbfm serve: binding %s exposes the app (no login) to other machines.", host)
     try:
