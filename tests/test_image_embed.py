@@ -86,9 +86,19 @@ def test_spots_off_image_and_unknown_mpp(slide_path, tmp_path):
         embed_image(small, model="color-texture")
 
 
-def test_spots_landing_off_tissue_warn(slide_path):
+def test_spots_landing_off_tissue_warn(slide_path, tmp_path):
+    import warnings
+
     adata = spots_adata(step=256)
-    adata.obsm["spatial"][:, 0] = 1400.0  # everything in the white fat third
+    adata.obsm["spatial"][:, 0] = 1400.0  # everything in the right third
     adata.obsm["spatial"][:, 1] = np.linspace(80, 940, adata.n_obs)
+    # Fat with thin septa is tissue (pale, fatty sections must not raise false alarms) ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        embed_image(adata, slide=slide_path, model="color-texture", patch=None, copy=True)
+    # ... bare glass is not.
+    image = texture_image()
+    image[:, 2 * image.shape[1] // 3 :] = 252
+    glass = write_pyramid(tmp_path / "glass.tif", image)
     with pytest.warns(UserWarning, match="off tissue"):
-        embed_image(adata, slide=slide_path, model="color-texture", patch=None)
+        embed_image(adata, slide=glass, model="color-texture", patch=None)

@@ -163,3 +163,29 @@ def test_malformed_visium_files_name_the_file(tmp_path, target, damage, message)
     with pytest.raises(KbfmInputError, match=message) as err:
         read_visium(folder)
     assert target.split("/")[-1] in str(err.value)
+
+
+@needs_her2st
+@pytest.mark.shared_data
+def test_pale_aligned_section_does_not_warn_but_shifted_spots_do(tmp_path):
+    import warnings
+
+    image = next((HER2ST / "imgs").glob("C2_*.jpg"))
+    pale = tmp_path / "C2_pale.jpg"
+    with Image.open(image) as im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32)
+    Image.fromarray((rgb * 0.15 + 255 * 0.85).astype(np.uint8)).save(pale, quality=90)
+    counts, spots = HER2ST / "cnts/C2.tsv.gz", HER2ST / "spots/C2_selection.tsv"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # a false alarm would fail here
+        adata = read_legacy_st(counts, spots, pale)
+    meta = adata.uns["spatial"]["C2"]["metadata"]
+    assert meta["spots_on_tissue_fraction"] > 0.7
+    table = pd.read_csv(spots, sep="\t")
+    width = Image.open(image).size[0]
+    table["pixel_x"] = table["pixel_x"] + 0.4 * width  # spots moved off the tissue
+    table["pixel_x"] = table["pixel_x"].clip(upper=width - 1)
+    moved = tmp_path / "moved.tsv"
+    table.to_csv(moved, sep="\t", index=False)
+    with pytest.warns(UserWarning, match="of spots land on tissue"):
+        read_legacy_st(counts, moved, image)

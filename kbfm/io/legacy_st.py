@@ -160,7 +160,8 @@ def read_legacy_st(
         images["hires"] = thumb
         scalefactors["tissue_hires_scalef"] = scale
         metadata[SOURCE_IMAGE_KEY] = str(Path(image).expanduser().resolve())
-        fraction = on_tissue_fraction(thumb, coords * scale)
+        radius = scalefactors["spot_diameter_fullres"] * scale / 2
+        fraction = on_tissue_fraction(thumb, coords * scale, radius)
         metadata["spots_on_tissue_fraction"] = fraction
         warn_if_off_tissue(fraction, f"{Path(image).name}")
     adata.uns[SPATIAL_KEY] = {

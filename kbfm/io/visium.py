@@ -183,7 +183,8 @@ def _check_alignment(
         coords = adata.obsm[SPATIAL_KEY][in_tissue] * scale
         if len(coords) == 0:
             return
-        fraction = on_tissue_fraction(images[res], coords)
+        diameter = float(scalefactors.get("spot_diameter_fullres", 0) or 0)
+        fraction = on_tissue_fraction(images[res], coords, diameter * scale / 2)
         if not np.isfinite(fraction):  # blank image (no tissue detected): try the next one
             continue
         adata.uns[SPATIAL_KEY][library_id]["metadata"]["spots_on_tissue_fraction"] = fraction

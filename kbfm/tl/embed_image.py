@@ -18,7 +18,14 @@ from .._settings import settings
 from .._validate import check_adata
 from ..encoders._image_backends import ImageEncoder
 from ..encoders.image import DEFAULT_IMAGE_ENCODER, get_image_encoder
-from ..io._spatial import MPP_KEY, SOURCE_IMAGE_KEY, library_metadata, spatial_coords
+from ..io._spatial import (
+    MIN_ON_TISSUE,
+    MPP_KEY,
+    SOURCE_IMAGE_KEY,
+    library_metadata,
+    spatial_coords,
+    spots_with_tissue,
+)
 from ..io.patches import (
     PatchDataset,
     PatchSpec,
@@ -30,8 +37,6 @@ from ..io.patches import (
 from ..io.slide import Slide, open_slide
 
 logger = logging.getLogger(__name__)
-#: Below this median tissue fraction of the patches, embed_image warns of a mismatch.
-MIN_MEDIAN_TISSUE = 0.2
 _TTA_VIEWS = 8
 
 
@@ -346,11 +351,13 @@ def _pad_fraction(slide: Slide, centers: np.ndarray, field0: float) -> np.ndarra
 
 
 def _warn_off_tissue(tissue: np.ndarray, slide: Slide) -> None:
-    if len(tissue) and float(np.median(tissue)) < MIN_MEDIAN_TISSUE:
+    """The readers' alignment rule (io._spatial.warn_if_off_tissue) on the patch tissue."""
+    fraction = spots_with_tissue(tissue)
+    if np.isfinite(fraction) and fraction < MIN_ON_TISSUE:
         warnings.warn(
-            f"The median spot patch is only {np.median(tissue):.0%} tissue on "
-            f"{slide.path.name}: spots probably land off tissue. Check that obsm['spatial'] "
-            "is in full-resolution pixels of this image (scale factors, image choice).",
+            f"Only {fraction:.0%} of spot patches hold tissue on {slide.path.name}: spots "
+            "probably land off tissue. Check that obsm['spatial'] is in full-resolution "
+            "pixels of this image (scale factors, image choice).",
             UserWarning,
             stacklevel=3,
         )
