@@ -189,7 +189,7 @@ def prepare(adata: AnnData, *, progress: Progress | None = None) -> AnnData:
 
 
 def describe(adata: AnnData, name: str) -> str:
-    """One markdown line about the loaded data: size, coordinates, image, columns.
+    """One markdown line about the loaded data: size, coordinates and image.
 
     Parameters
     ----------
