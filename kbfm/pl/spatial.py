@@ -93,9 +93,10 @@ def spatial_scatter(
         ax.imshow(img)
     xy = coords * scale
     size = (spot_size or diameter or 20.0) * scale
+    # image pixels -> display pixels (axes width / image width) -> points (72 / dpi)
     points_per_px = (
-        ax.figure.dpi
-        / 72.0
+        72.0
+        / ax.figure.dpi
         * ax.get_window_extent().width
         / max((img.shape[1] if img is not None else np.ptp(xy[:, 0]) or 1), 1)
     )
