@@ -169,6 +169,21 @@ def measure_image(path: Path, n_patches: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _image_row(path: Path, write, side: int, kind: str, n_patches: int) -> dict:
+    """Write one huge image, measure reading it in a fresh process, delete it."""
+    start = time.perf_counter()
+    write(path, side)
+    row = {
+        "image": f"{kind} {side} x {side}",
+        "file_mib": round(path.stat().st_size / 2**20, 1),
+        "write_s": round(time.perf_counter() - start, 1),
+        **measure_image(path, n_patches),
+    }
+    path.unlink()
+    print(row, flush=True)
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--png-side", type=int, default=30_000)
@@ -184,34 +199,11 @@ def main() -> int:
         if not args.skip_tests:
             result["cases"] = run_cases(work)
         if not args.skip_images:
-            images = []
-            png = work / "huge.png"
-            start = time.perf_counter()
-            write_big_png(png, args.png_side)
-            written = time.perf_counter() - start
-            images.append(
-                {
-                    "image": f"plain PNG {args.png_side} x {args.png_side}",
-                    "file_mib": round(png.stat().st_size / 2**20, 1),
-                    "write_s": round(written, 1),
-                    **measure_image(png, 1),
-                }
-            )
-            png.unlink()
-            print(images[-1], flush=True)
-            tiff = work / "huge.tif"
-            start = time.perf_counter()
-            write_big_tiff(tiff, args.slide_side)
-            written = time.perf_counter() - start
-            images.append(
-                {
-                    "image": f"tiled TIFF {args.slide_side} x {args.slide_side} (OpenSlide)",
-                    "file_mib": round(tiff.stat().st_size / 2**20, 1),
-                    "write_s": round(written, 1),
-                    **measure_image(tiff, 256),
-                }
-            )
-            print(images[-1], flush=True)
+            plans = [
+                (work / "huge.png", write_big_png, args.png_side, "plain PNG", 1),
+                (work / "huge.tif", write_big_tiff, args.slide_side, "tiled TIFF", 256),
+            ]
+            images = [_image_row(*plan) for plan in plans]
             result["images"] = images
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -169,12 +169,11 @@ def test_broken_tool_call_json_is_recorded_and_the_loop_goes_on(pbmc, tmp_path):
     assert transcript.answer.startswith("No valid call")
 
 
-def test_an_empty_final_answer_is_asked_for_once(pbmc, tmp_path):
-    replies = [
-        tool_reply("summarize_column", json.dumps({"column": "cell_type"})),
-        text_reply(""),
-        text_reply("Mostly dendritic cells."),
-    ]
+_SUMMARY_CALL = tool_reply("summarize_column", json.dumps({"column": "cell_type"}))
+
+
+def _ask_server(pbmc, tmp_path, replies, **kwargs):
+    """Run the agent against a loopback server replaying ``replies``; return both."""
     with ChatServer(replies) as server:
         transcript, _ = run_agent(
             "What is in the data?",
@@ -182,41 +181,30 @@ def test_an_empty_final_answer_is_asked_for_once(pbmc, tmp_path):
             llm="openai:agent",
             llm_options={"base_url": server.base_url},
             out_dir=tmp_path,
+            **kwargs,
         )
+    return transcript, server
+
+
+def test_an_empty_final_answer_is_asked_for_once(pbmc, tmp_path):
+    replies = [_SUMMARY_CALL, text_reply(""), text_reply("Mostly dendritic cells.")]
+    transcript, server = _ask_server(pbmc, tmp_path, replies)
     assert transcript.answer == "Mostly dendritic cells." and transcript.stop_reason == "answered"
     assert "was empty" in server.requests[2]["messages"][-1]["content"]
 
 
 def test_two_empty_answers_report_the_last_tool_result(pbmc, tmp_path):
-    replies = [
-        tool_reply("summarize_column", json.dumps({"column": "cell_type"})),
-        text_reply(""),
-        text_reply("  "),
-    ]
-    with ChatServer(replies) as server:
-        transcript, _ = run_agent(
-            "What is in the data?",
-            adata=pbmc,
-            llm="openai:agent",
-            llm_options={"base_url": server.base_url},
-            out_dir=tmp_path,
-        )
+    transcript, server = _ask_server(
+        pbmc, tmp_path, [_SUMMARY_CALL, text_reply(""), text_reply("  ")]
+    )
     assert len(server.requests) == 3 and transcript.stop_reason == "empty answer"
     assert transcript.answer.startswith("(the model gave no answer; last tool result, from")
     assert "summarize_column" in transcript.answer
 
 
 def test_step_budget_ends_with_one_answer_turn_without_tools(pbmc, tmp_path):
-    call = tool_reply("summarize_column", json.dumps({"column": "cell_type"}))
-    with ChatServer([call, call, text_reply("Mostly dendritic cells.")]) as server:
-        transcript, _ = run_agent(
-            "What is in the data?",
-            adata=pbmc,
-            llm="openai:agent",
-            llm_options={"base_url": server.base_url},
-            max_steps=2,
-            out_dir=tmp_path,
-        )
+    replies = [_SUMMARY_CALL, _SUMMARY_CALL, text_reply("Mostly dendritic cells.")]
+    transcript, server = _ask_server(pbmc, tmp_path, replies, max_steps=2)
     assert "step budget" in transcript.stop_reason and len(transcript.steps) == 2
     assert transcript.answer == "Mostly dendritic cells."
     last = server.requests[-1]
