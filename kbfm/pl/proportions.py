@@ -39,8 +39,8 @@ def proportions(
     -------
     The matplotlib figure.
 
-    Example
-    -------
+    Examples
+    --------
     >>> fig = kbfm.pl.proportions(spots)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt

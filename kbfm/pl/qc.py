@@ -38,8 +38,8 @@ def qc_metrics(adata: AnnData, *, key: str = "kbfm_qc", batch_key: str | None = 
     -------
     The matplotlib figure.
 
-    Example
-    -------
+    Examples
+    --------
     >>> fig = kbfm.pl.qc_metrics(adata)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt
@@ -82,8 +82,8 @@ def qc_spatial(adata: AnnData, *, key: str = "kbfm_qc", spot_size: float = 8.0):
     -------
     The matplotlib figure.
 
-    Example
-    -------
+    Examples
+    --------
     >>> fig = kbfm.pl.qc_spatial(adata)  # doctest: +SKIP
     """
     import matplotlib.pyplot as plt

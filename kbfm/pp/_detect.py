@@ -60,8 +60,8 @@ def detect_scale(X) -> ScaleInfo:
     -------
     A :class:`ScaleInfo`.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> detect_scale(np.array([[0, 3], [5, 1]])).kind
     'counts'

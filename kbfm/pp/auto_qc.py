@@ -218,8 +218,8 @@ def auto_qc(
     ``{key_added}_pass`` and ``{key_added}_reason`` (``;``-joined failing flags);
     thresholds and counts in ``uns["kbfm"]["auto_qc"]``. :func:`qc_table` reads them back.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import kbfm
     >>> kbfm.pp.auto_qc(adata, batch_key="sample")  # doctest: +SKIP
     >>> kbfm.pp.qc_table(adata).query("not pass").reason.value_counts()  # doctest: +SKIP
@@ -366,8 +366,8 @@ def qc_table(adata: AnnData, *, key: str = "kbfm_qc") -> pd.DataFrame:
     -------
     DataFrame indexed by ``obs_names`` with the prefix removed from the column names.
 
-    Example
-    -------
+    Examples
+    --------
     >>> table = kbfm.pp.qc_table(adata)  # doctest: +SKIP
     """
     check_adata(adata)

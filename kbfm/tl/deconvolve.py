@@ -174,8 +174,8 @@ def deconvolve(
     ``var[f"{key_added}_platform_effect"]`` (log scale, NaN for unused genes); parameters,
     gene matching report and genes used in ``uns["kbfm"]["deconvolve"]``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import kbfm
     >>> kbfm.tl.deconvolve(spots, reference=cells, label_key="cell_type")  # doctest: +SKIP
     >>> spots.obsm["kbfm_proportions"].head()  # doctest: +SKIP

@@ -56,8 +56,7 @@ def embed_genes(
     -------
     ``None``, or the copy when ``copy=True``. Writes
 
-    - ``adata.varm[key_added]``: ``(n_vars, dim)`` embeddings, zeros for genes without
-      knowledge;
+    - ``adata.varm[key_added]``: ``(n_vars, dim)`` embeddings (zeros without knowledge);
     - ``adata.var["kbfm_has_knowledge"]`` and ``adata.var["kbfm_symbol"]``;
     - ``adata.uns["kbfm"]["embed_genes"]``: source, encoder and match counts.
 
