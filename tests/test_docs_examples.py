@@ -81,6 +81,14 @@ def _setup_histology(ns: dict, tmp: Path) -> None:
         (tmp / name).symlink_to(source)
 
 
+def _setup_scale(ns: dict, tmp: Path) -> None:
+    import kbfm
+
+    small = kbfm.datasets.pbmc68k_reduced()[:200, :80].copy()  # log-normalised, >= 0
+    small.write_zarr(tmp / "cells.zarr")
+    ns["obs"], ns["var"] = small.obs, small.var
+
+
 SETUP = {
     "README.md": _setup_pbmc,
     "fusion.md": _setup_fusion,
@@ -88,6 +96,7 @@ SETUP = {
     "llm_agent.md": _setup_pbmc,
     "qc_deconvolution.md": _setup_qc,
     "histology.md": _setup_histology,
+    "scale.md": _setup_scale,
 }
 
 
