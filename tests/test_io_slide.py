@@ -163,3 +163,15 @@ def test_available_memory_reads_the_machine_and_cgroup_limits():
 
     free = available_memory()
     assert free is None or 0 < free < 2**50
+
+
+def test_slide_truncated_after_opening_raises_instead_of_black_pixels(tmp_path):
+    path = write_pyramid(tmp_path / "big.tif", texture_image(3072, 2048))
+    slide = open_slide(path)
+    assert slide.backend == "openslide"
+    assert slide.read_region((100, 100), (64, 64)).mean() > 100  # readable before
+    size = path.stat().st_size
+    with path.open("r+b") as fh:
+        fh.truncate(size // 3)  # e.g. a copy still in progress, or a full disk
+    with pytest.raises(KbfmInputError, match="corrupt or truncated"):
+        slide.read_region((2900, 1900), (64, 64))
