@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
@@ -143,6 +144,9 @@ def normalize(
             kept = counts_layer
     if layer is not None:
         adata.X = X.copy()
+    if method != "none" and sp.issparse(adata.X) and not isinstance(adata.X, sp.spmatrix):
+        # scanpy's normalize_total and Pearson residuals refuse scipy sparse arrays
+        adata.X = sp.csr_matrix(adata.X)
     if method == "log1p":
         if scale == "counts":
             sc.pp.normalize_total(adata, target_sum=target_sum)
@@ -150,6 +154,9 @@ def normalize(
     elif method == "pearson":
         adata.X = adata.X.astype(np.float32)
         sc.experimental.pp.normalize_pearson_residuals(adata, theta=theta)
+        # A gene or spot without counts has expected count 0 and residual 0/0 (NaN);
+        # the residual's limit as the expected count goes to 0 is 0.
+        adata.X = np.nan_to_num(adata.X, nan=0.0)
     logger.info("normalize: %s (%s)", method, reason)
     record_step(
         adata,
