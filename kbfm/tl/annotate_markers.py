@@ -72,9 +72,28 @@ def marker_score_matrix(
         genes = sorted({g.upper() for g in markers.get(cid, [])} & present)
         if not genes:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sc.tl.score_genes(tmp, genes, score_name="_score", random_state=seed, use_raw=False)
+        # scanpy draws control genes from 25 expression bins of 50 genes each by
+        # default; a small panel has too few genes per bin, so shrink both.
+        n_bins = int(min(25, max(2, tmp.n_vars // 20)))
+        ctrl_size = int(min(50, max(1, tmp.n_vars - len(genes))))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                sc.tl.score_genes(
+                    tmp,
+                    genes,
+                    score_name="_score",
+                    random_state=seed,
+                    use_raw=False,
+                    n_bins=n_bins,
+                    ctrl_size=ctrl_size,
+                )
+        except (RuntimeError, ZeroDivisionError) as err:  # scanpy: no control genes
+            msg = (
+                f"Marker scoring needs control genes besides the markers, but the data has "
+                f"only {tmp.n_vars} genes ({err}). Use method='zero_shot' for small panels."
+            )
+            raise KbfmInputError(msg) from None
         scores[:, j] = tmp.obs["_score"].to_numpy()
         n_scored += 1
     if n_scored == 0:
