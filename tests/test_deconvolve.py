@@ -253,7 +253,11 @@ def test_mouse_spatial_against_human_reference_through_orthologs():
 
     human = list(dict.fromkeys(marker_table("human")["gene"]))
     mapping = human_to_mouse(human)
-    pairs = [(h, mapping[h]) for h in human if h in mapping][:120]
+    by_mouse = {}  # one human gene per mouse gene: names must be unique in an AnnData
+    for h in human:
+        if h in mapping:
+            by_mouse.setdefault(mapping[h], h)
+    pairs = [(h, m) for m, h in by_mouse.items()][:120]
     spots, reference, truth, _ = make_pair(n_genes=len(pairs), n_spots=40)
     reference.var_names = [h for h, _ in pairs]
     spots.var_names = [m for _, m in pairs]
