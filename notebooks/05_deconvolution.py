@@ -45,11 +45,12 @@ print(reference.obs["cell_type"].value_counts())
 # Both matrices hold raw counts, so proportions are fractions of cells. Genes are matched
 # by name (then aliases, case); the report is in `uns["kbfm"]["deconvolve"]`.
 # The count model's per-gene platform effects absorb differences between the single-cell
-# and the Visium chemistry.
+# and the Visium chemistry. `n_epochs=150` (default 1000) keeps this tutorial quick; use
+# the default for real analyses.
 
 # %%
 kbfm.tl.deconvolve(adata, reference, label_key="cell_type", method="nnls", key_added="nnls")
-kbfm.tl.deconvolve(adata, reference, label_key="cell_type", method="poisson", n_epochs=300)
+kbfm.tl.deconvolve(adata, reference, label_key="cell_type", method="poisson", n_epochs=150)
 P = adata.obsm["kbfm_proportions"]
 print(P.mean().sort_values(ascending=False).round(3))
 print(
@@ -76,7 +77,7 @@ plt.close(fig)
 
 # %%
 types = ["B cell", "T cell", "macrophage", "plasma cell", "endothelial cell", "dendritic cell"]
-kbfm.tl.deconvolve(adata, method="knowledge", cell_types=types, n_epochs=300, key_added="zero_shot")
+kbfm.tl.deconvolve(adata, method="knowledge", cell_types=types, n_epochs=150, key_added="zero_shot")
 Z = adata.obsm["zero_shot"]
 print(Z.mean().sort_values(ascending=False).round(3))
 fig = kbfm.pl.proportions(adata, key="zero_shot", ncols=3, spot_size=12)
