@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+CACHE_ENTRIES = 250_000_000  # 1 GB of float32: 100k spots x 2,000 genes are kept whole
+
 
 class SpotInputs:
     """Standardised model inputs of any block of spots.
@@ -41,6 +43,7 @@ class SpotInputs:
         self.std = np.asarray(std, dtype=np.float64)
         self.n_genes = len(genes)
         self._inv_std = (1.0 / self.std[self.present]).astype(np.float32)
+        self._cache: np.ndarray | None = None
         self.counts = looks_like_counts(self.X)
         peak = self.X.max() if self.X.shape[0] * self.X.shape[1] else 0.0
         self.log_only = not self.counts and peak > 30
@@ -53,9 +56,20 @@ class SpotInputs:
     def n_obs(self) -> int:
         return self.X.shape[0]
 
-    def rows(self, idx: np.ndarray | slice | None = None) -> np.ndarray:
-        """Standardised inputs of the spots ``idx`` (all when ``None``), float32 dense."""
-        idx = slice(None) if idx is None else idx
+    def rows(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Standardised inputs of the spots ``idx`` (all when ``None``), float32 dense.
+
+        When the whole standardised matrix fits in ``CACHE_ENTRIES`` values it is
+        computed once and batches are sliced from it (mini-batch epochs then cost no
+        normalisation); larger data are normalised block by block on every request.
+        """
+        if self._cache is None and self.n_obs * self.n_genes <= CACHE_ENTRIES:
+            self._cache = self._compute(slice(None))
+        if self._cache is not None:
+            return self._cache if idx is None else self._cache[idx]
+        return self._compute(slice(None) if idx is None else idx)
+
+    def _compute(self, idx: np.ndarray | slice) -> np.ndarray:
         block = self.X[idx][:, self.cols]
         if sp.issparse(block):
             block = sp.csr_matrix(block, dtype=np.float32)
