@@ -1009,48 +1009,6 @@ def _labelled_spots(labels: list) -> AnnData:
 
 
 KNOWN_BUGS = [
-    KnownBug(
-        "domains-zero-columns",
-        check_domains,
-        "tl.domains on a representation with 0 columns (or n_pcs=0): sklearn's ValueError "
-        "'Found array with 0 feature(s)' instead of a KbfmInputError naming obsm[use_rep]",
-        (DomainCase(dim=0),),
-        ValueError,
-        when=lambda c: _domains_fits(c) and (c.dim == 0 or c.n_pcs == 0),
-    ),
-    KnownBug(
-        "domains-sparse-rep",
-        check_domains,
-        "tl.domains on a sparse obsm[use_rep]: numpy's ValueError 'setting an array element "
-        "with a sequence' (np.asarray on a scipy matrix)",
-        (DomainCase(rep="csr"),),
-        ValueError,
-        when=lambda c: _domains_reads_rep(c) and c.rep == "csr",
-    ),
-    KnownBug(
-        "domains-smooth-nan-coordinates",
-        check_domains,
-        "tl.domains(smooth=True) with NaN in obsm['spatial']: sklearn's ValueError 'Input X "
-        "contains NaN', not naming the key (obsm['spatial'] is read unchecked)",
-        (DomainCase(smooth=True, spatial="nan"),),
-        ValueError,
-        when=lambda c: _domains_fits(c) and c.smooth and c.spatial == "nan",
-    ),
-    KnownBug(
-        "domains-smooth-1d-coordinates",
-        check_domains,
-        "tl.domains(smooth=True) smooths on an obsm['spatial'] of shape (n, 1) instead of "
-        "refusing it (the same unchecked read)",
-        (DomainCase(smooth=True, spatial="one_column"),),
-        when=lambda c: _domains_fits(c) and c.smooth and c.spatial == "one_column",
-    ),
-    KnownBug(
-        "evaluate-domains-no-labels",
-        check_evaluate_domains,
-        "tl.evaluate_domains scores 0 labelled spots as ARI = NMI = 1.0 instead of refusing",
-        (_labelled_spots([np.nan, np.nan, np.nan]), "layer"),
-        when=lambda adata, key: key != "missing" and not adata.obs["layer"].notna().any(),
-    ),
 ]
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError
 from .._provenance import record_step
+from ..io._spatial import spatial_coords
 
 DOMAIN_KEY = "kbfm_domain"
 
@@ -89,7 +91,20 @@ def domains(
     if smooth and "spatial" not in adata.obsm:
         msg = "smooth=True needs obsm['spatial']."
         raise KbfmInputError(msg)
-    rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    coords = spatial_coords(adata) if smooth else None  # shape and NaN checked, key named
+    raw = adata.obsm[use_rep]
+    rep = raw.toarray() if sp.issparse(raw) else raw
+    try:
+        rep = np.asarray(rep, dtype=np.float64)
+    except (TypeError, ValueError):
+        msg = f"obsm[{use_rep!r}] must be a numeric matrix (spots x features)."
+        raise KbfmInputError(msg) from None
+    if rep.ndim != 2 or rep.shape[1] == 0:
+        msg = f"obsm[{use_rep!r}] must have at least one feature column, got shape {rep.shape}."
+        raise KbfmInputError(msg)
+    if n_pcs is not None and n_pcs < 1:
+        msg = f"n_pcs must be at least 1 (or None for all features), got {n_pcs}."
+        raise KbfmInputError(msg)
     if not np.isfinite(rep).all():
         msg = f"obsm[{use_rep!r}] holds NaN or infinite values."
         raise KbfmInputError(msg)
@@ -118,7 +133,7 @@ def domains(
         raise KbfmInputError(msg)
     labels = labels.astype(str)
     if smooth:
-        labels = smooth_labels(labels, np.asarray(adata.obsm["spatial"], float), n_neighbors)
+        labels = smooth_labels(labels, coords, n_neighbors)
     adata = adata.copy() if copy else adata
     adata.obs[key_added] = pd.Categorical(labels)
     record_step(
@@ -146,6 +161,9 @@ def evaluate_domains(adata: AnnData, label_key: str, *, key: str = DOMAIN_KEY) -
             msg = f"obs[{k!r}] not found."
             raise KbfmInputError(msg)
     keep = adata.obs[label_key].notna().to_numpy()
+    if not keep.any():
+        msg = f"obs[{label_key!r}] has no labelled spot (all missing); nothing to score."
+        raise KbfmInputError(msg)
     truth = adata.obs[label_key].to_numpy()[keep].astype(str)
     pred = adata.obs[key].to_numpy()[keep].astype(str)
     return {
