@@ -102,7 +102,8 @@ for name, (a, _, _) in sets.items():
 # laptop; cached afterwards); `embed_cells` places each cell in that space
 # (GenePT-w); `annotate` compares Leiden clusters with Cell Ontology terms. The species is
 # read off the gene names (mouse symbols use mouse cards and markers). Candidates come from
-# the tissue word (`tissue=`) or an ontology branch.
+# the tissue word (`tissue=`) or an ontology branch. `annotate` builds its cell-type
+# prototypes from its own `source=` (default `"atlas"`), so pass the same source there.
 
 # %%
 results = {}
@@ -110,9 +111,9 @@ for name, (a, tissue, branch) in sets.items():
     kbfm.tl.embed_genes(a, source="builtin", encoder="minilm")
     kbfm.tl.embed_cells(a, weighting="relative")
     if branch is not None:
-        kbfm.tl.annotate(a, candidates=branch, groupby="auto")
+        kbfm.tl.annotate(a, candidates=branch, groupby="auto", source="builtin")
     else:
-        kbfm.tl.annotate(a, tissue=tissue, groupby="auto")
+        kbfm.tl.annotate(a, tissue=tissue, groupby="auto", source="builtin")
     scores = kbfm.tl.evaluate_annotation(a.obs["cell_type_id"], a.obs["kbfm_celltype_id"])
     results[name] = scores
     n_cand = len(a.uns["kbfm"]["annotate"]["candidates"])
