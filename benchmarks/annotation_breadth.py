@@ -151,10 +151,6 @@ LABEL_MAPS = {
 }
 
 
-def shared_data() -> Path:
-    return DATA_ROOT
-
-
 def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
@@ -670,7 +666,7 @@ def main() -> None:
     sc.settings.verbosity = 0
     start = time.perf_counter()
     ontology = CellOntology.load()
-    data = shared_data()
+    data = DATA_ROOT
     encoders, encoder_notes = [], {}
     for enc in args.encoders.split(","):
         try:

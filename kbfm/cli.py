@@ -44,11 +44,15 @@ def output_path(path: Path, out: Path | None) -> Path:
     """
     if out is not None:
         return out
-    name = path.name
-    if name.endswith(".kbfm.h5ad"):
-        return path
-    stem = name[: -len(".h5ad")] if name.endswith(".h5ad") else path.stem
-    return path.with_name(f"{stem}.kbfm.h5ad")
+    return path.with_name(f"{sample_name(path)}.kbfm.h5ad")
+
+
+def sample_name(path: Path) -> str:
+    """``top`` for ``top.h5ad`` and for kbfm's own output ``top.kbfm.h5ad``."""
+    for suffix in (".kbfm.h5ad", ".h5ad"):
+        if path.name.endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.stem
 
 
 EncoderOpt = Annotated[str, typer.Option(help="Text encoder (see `kbfm info`).")]

@@ -10,11 +10,6 @@ from typing import Annotated, Optional
 import typer
 
 
-def _sample_name(path: Path) -> str:
-    """``top`` for ``top.h5ad`` and for kbfm's own output ``top.kbfm.h5ad``."""
-    return path.name.removesuffix(".h5ad").removesuffix(".kbfm")
-
-
 def _read_input(path: Path, slide: Path | None, spots: Path | None, mpp: float | None):
     """Read an .h5ad, a Space Ranger folder or a legacy ST counts table."""
     from ._errors import KbfmInputError
@@ -157,7 +152,7 @@ def predict_expression_cmd(
     ] = 0.0,
 ) -> None:
     """Cross-validated expression prediction from image embeddings (HEST protocol)."""
-    from .cli import _run
+    from .cli import _run, sample_name
 
     def go():
         import anndata as ad
@@ -176,7 +171,7 @@ def predict_expression_cmd(
 
         parts = [read_h5ad(p) for p in paths]
         if len(parts) > 1:
-            names = [_sample_name(p) for p in paths]
+            names = [sample_name(p) for p in paths]
             for name, part in zip(names, parts, strict=True):
                 part.obs_names = [f"{name}:{o}" for o in part.obs_names]
             adata = ad.concat(parts, join="inner", label="kbfm_section", keys=names)
@@ -205,7 +200,7 @@ def predict_expression_cmd(
                 new = read_h5ad(p)
                 with_context(new, None)
                 model.predict(new)
-                dest = out / f"{_sample_name(p)}.predicted.h5ad"
+                dest = out / f"{sample_name(p)}.predicted.h5ad"
                 typer.echo(f"wrote {write_h5ad(new, dest)}")
 
     _run(go)

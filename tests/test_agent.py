@@ -62,14 +62,7 @@ def test_hostile_model_output_is_recorded_not_run(pbmc, tmp_path):
         tool_reply("summarize_column", json.dumps({"column": "cell_type"})),
         text_reply("Mostly dendritic cells and monocytes."),
     ]
-    with ChatServer(replies) as server:
-        transcript, _ = run_agent(
-            "What is in the data?",
-            adata=pbmc,
-            llm="openai:agent",
-            llm_options={"base_url": server.base_url},
-            out_dir=tmp_path,
-        )
+    transcript, server = _ask_server(pbmc, tmp_path, replies)
     oks = [s.ok for s in transcript.steps]
     assert oks == [False, False, False, True]
     assert "unknown tool 'os.system'" in transcript.steps[0].result

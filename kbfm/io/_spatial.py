@@ -103,11 +103,10 @@ def on_tissue_fraction(
     ``image`` pixels; 3 px by default) around it is tissue. The same rule decides
     ``embed_image``'s warning. NaN: no tissue seen (blank or greyscale image).
     """
-    from .patches import _otsu, box_blur, saturation, tissue_fraction
+    from .patches import saturation_mask, tissue_fraction
 
     rgb = image[..., :3] if image.dtype == np.uint8 else _to_uint8(image)
-    sat = box_blur(saturation(rgb), 7)
-    mask = sat > max(_otsu(sat.ravel()), 0.02)
+    mask = saturation_mask(rgb, floor=0.02)
     if mask.mean() < 0.01:
         return float("nan")
     radius = 3.0 if radius_px is None or radius_px <= 0 else float(radius_px)

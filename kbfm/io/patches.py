@@ -237,9 +237,17 @@ def tissue_mask(slide: Slide, *, max_size: int = 2048) -> tuple[np.ndarray, floa
     ``(mask, scale)``: boolean mask of the thumbnail and thumbnail px per level-0 px.
     """
     thumb, scale = slide.thumbnail(max_size)
-    sat = box_blur(saturation(thumb), 7)  # smooth nuclei/stroma texture into one tissue mode
-    threshold = max(_otsu(sat.ravel()), 0.05)
-    return sat > threshold, scale
+    return saturation_mask(thumb), scale
+
+
+def saturation_mask(rgb: np.ndarray, *, floor: float = 0.05) -> np.ndarray:
+    """Tissue pixels of an RGB image: blurred saturation above Otsu's threshold (>= floor).
+
+    The blur smooths nuclei/stroma texture into one tissue mode; ``floor`` keeps a blank
+    image from being split into "tissue" by noise.
+    """
+    sat = box_blur(saturation(rgb), 7)
+    return sat > max(_otsu(sat.ravel()), floor)
 
 
 def box_blur(values: np.ndarray, size: int) -> np.ndarray:

@@ -68,13 +68,13 @@ def marker_score_matrix(
     present = set(tmp.var_names)
     scores = np.full((tmp.n_obs, len(cell_type_ids)), -np.inf, dtype=np.float64)
     n_scored = 0
+    # scanpy draws control genes from 25 expression bins of 50 genes each by default;
+    # a small panel has too few genes per bin, so shrink both.
+    n_bins = int(min(25, max(2, tmp.n_vars // 20)))
     for j, cid in enumerate(cell_type_ids):
         genes = sorted({g.upper() for g in markers.get(cid, [])} & present)
         if not genes:
             continue
-        # scanpy draws control genes from 25 expression bins of 50 genes each by
-        # default; a small panel has too few genes per bin, so shrink both.
-        n_bins = int(min(25, max(2, tmp.n_vars // 20)))
         ctrl_size = int(min(50, max(1, tmp.n_vars - len(genes))))
         try:
             with warnings.catch_warnings():
