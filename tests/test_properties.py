@@ -1008,8 +1008,7 @@ def _labelled_spots(labels: list) -> AnnData:
     return AnnData(np.ones((len(labels), 1), dtype=np.float32), obs=obs)
 
 
-KNOWN_BUGS = [
-]
+KNOWN_BUGS = []
 
 
 def skip_known_bugs(checker: Callable, *args, **kwargs) -> None:
