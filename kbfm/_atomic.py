@@ -12,6 +12,7 @@ import glob
 import os
 import signal
 import stat
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -67,11 +68,23 @@ def _notice_sigint() -> Iterator[list[int]]:
         if callable(previous):
             previous(signum, frame)
 
+    previous_hook = sys.unraisablehook
+
+    def quiet_hook(unraisable):
+        # A Ctrl-C that lands inside a finaliser or weakref callback cannot propagate;
+        # Python would print it as "Exception ignored ... Traceback". It is recorded
+        # in ``hits`` and re-raised once the writer returns, so stay quiet about it.
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return
+        previous_hook(unraisable)
+
     signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = quiet_hook
     try:
         yield hits
     finally:
         signal.signal(signal.SIGINT, previous)
+        sys.unraisablehook = previous_hook
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:

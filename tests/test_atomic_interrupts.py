@@ -84,6 +84,50 @@ def test_a_swallowed_ctrl_c_is_raised_after_the_writer_returns(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
+_WEAKREF_CTRL_C = textwrap.dedent(
+    """
+    import signal, sys, weakref
+    from pathlib import Path
+    from kbfm._atomic import atomic_write
+
+    class Node:
+        pass
+
+    def write(tmp):
+        Path(tmp).write_text("half")
+        node = Node()
+        keep = weakref.ref(node, lambda _ref: signal.raise_signal(signal.SIGINT))
+        del node  # the callback runs here; the KeyboardInterrupt it raises is unraisable
+        assert keep() is None
+        Path(tmp).write_text("complete")
+
+    hook_before = sys.unraisablehook
+    try:
+        atomic_write(sys.argv[1], write)
+    except KeyboardInterrupt as exc:
+        assert sys.unraisablehook is hook_before
+        print("raised:", exc)
+    """
+)
+
+
+def test_a_ctrl_c_inside_a_weakref_callback_is_quiet_and_still_raised(tmp_path):
+    """The CI failure of 2026-12-02: Ctrl-C landed in a weakref callback during an h5ad
+    write, and Python printed it as "Exception ignored ... Traceback" on stderr."""
+    target = tmp_path / "data.txt"
+    target.write_text("old")
+    proc = subprocess.run(
+        [sys.executable, "-c", _WEAKREF_CTRL_C, str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "raised:" in proc.stdout and "not replaced" in proc.stdout
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert target.read_text() == "old" and _leftovers(tmp_path) == []
+
+
 def test_a_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path):
     target = tmp_path / "data.h5ad"
     proc = _start(target)
