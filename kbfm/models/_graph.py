@@ -1,37 +1,19 @@
 """The spot graph FusionModel mixes over, kept sparse, and the neighbourhoods of spot batches.
 
 The graph lives where squidpy puts it (``obsp["spatial_connectivities"]``): reused when
-present, otherwise built once (``squidpy.gr.spatial_neighbors`` when squidpy is installed,
-else the same k-nearest-spot graph with scikit-learn) and written there.
+present, otherwise built once and written there
+(:func:`kbfm._spatial_graph.spatial_connectivities`).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._errors import KbfmInputError
-
-GRAPH_KEY = "spatial_connectivities"
-DISTANCES_KEY = "spatial_distances"
-log = logging.getLogger("kbfm")
-
-
-def _knn_graph(coords: np.ndarray, n_neighbors: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Directed k-nearest-spot graph (connectivities, distances), self excluded, as squidpy."""
-    from sklearn.neighbors import NearestNeighbors
-
-    k = min(n_neighbors, len(coords) - 1)
-    dist, idx = NearestNeighbors(n_neighbors=k).fit(coords).kneighbors()
-    rows = np.repeat(np.arange(len(coords)), k)
-    shape = (len(coords), len(coords))
-    conn = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx.ravel())), shape=shape)
-    dists = sp.csr_matrix((dist.ravel().astype(np.float32), (rows, idx.ravel())), shape=shape)
-    return conn, dists
+from .._spatial_graph import spatial_connectivities
 
 
 def spot_graph(adata: AnnData, n_neighbors: int) -> tuple[sp.csr_matrix | None, str | None]:
@@ -50,62 +32,13 @@ def spot_graph(adata: AnnData, n_neighbors: int) -> tuple[sp.csr_matrix | None, 
     no self loops; ``source`` says whether ``obsp`` was reused or how the graph was built.
     ``(None, None)`` without a stored graph and without ``obsm["spatial"]``.
     """
-    n = adata.n_obs
-    try:
-        stored = adata.obsp.get(GRAPH_KEY)
-    except ValueError as err:  # anndata refuses obsp entries whose shape does not fit
-        msg = (
-            f"obsp holds a graph whose shape does not match the {n} spots ({err}); rebuild "
-            f"it (squidpy.gr.spatial_neighbors(adata)) or delete obsp[{GRAPH_KEY!r}]."
-        )
-        raise KbfmInputError(msg) from None
-    if stored is not None:
-        graph = stored
-        if graph.shape != (n, n):
-            msg = (
-                f"obsp[{GRAPH_KEY!r}] is {graph.shape}, but the data has {n} spots; rebuild it "
-                f"(squidpy.gr.spatial_neighbors(adata)) or delete it to let kbfm build one."
-            )
-            raise KbfmInputError(msg)
-        graph = sp.csr_matrix(graph, dtype=np.float32)
-        if graph.nnz and (not np.isfinite(graph.data).all() or graph.data.min() < 0):
-            msg = f"obsp[{GRAPH_KEY!r}] holds negative, NaN or infinite weights."
-            raise KbfmInputError(msg)
-        source = f"obsp[{GRAPH_KEY!r}] (reused)"
-    else:
-        if "spatial" not in adata.obsm:
-            return None, None
-        graph, source = _build(adata, n_neighbors)
+    graph, source = spatial_connectivities(adata, n_neighbors)
+    if graph is None:
+        return None, None
     graph = graph.maximum(graph.T).tocsr()
     graph.setdiag(0)
     graph.eliminate_zeros()
     return row_normalise(graph), source
-
-
-def _build(adata: AnnData, n_neighbors: int) -> tuple[sp.csr_matrix, str]:
-    try:
-        import squidpy as sq
-    except ImportError:
-        sq = None
-    if sq is not None and not adata.is_view:
-        sq.gr.spatial_neighbors(adata, coord_type="generic", n_neighs=n_neighbors)
-        return sp.csr_matrix(adata.obsp[GRAPH_KEY], dtype=np.float32), (
-            f"squidpy.gr.spatial_neighbors(n_neighs={n_neighbors}) -> obsp[{GRAPH_KEY!r}]"
-        )
-    conn, dists = _knn_graph(np.asarray(adata.obsm["spatial"], dtype=np.float64), n_neighbors)
-    source = f"{n_neighbors} nearest spots (scikit-learn; squidpy not installed)"
-    if adata.is_view:
-        log.info("Spot graph: %s, not stored (the AnnData is a view).", source)
-        return conn, source
-    adata.obsp[GRAPH_KEY] = conn
-    adata.obsp[DISTANCES_KEY] = dists
-    adata.uns["spatial_neighbors"] = {
-        "connectivities_key": GRAPH_KEY,
-        "distances_key": DISTANCES_KEY,
-        "params": {"n_neighbors": n_neighbors, "coord_type": "generic", "built_by": "kbfm"},
-    }
-    log.info("Spot graph: %s -> obsp[%r].", source, GRAPH_KEY)
-    return conn, source + f" -> obsp[{GRAPH_KEY!r}]"
 
 
 def row_normalise(graph: sp.csr_matrix) -> sp.csr_matrix:

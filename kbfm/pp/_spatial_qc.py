@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .._spatial_graph import kneighbors
+
 
 @dataclass
 class SpotGraph:
@@ -35,13 +37,25 @@ def spot_graph(
     ``spacing`` is the median nearest-neighbour distance; two spots are neighbours when
     closer than ``factor * spacing``. ``full`` is the most common neighbour count
     (6 on a Visium hexagonal grid, 4 on a square grid): spots with fewer lie on an edge.
-    """
-    from sklearn.neighbors import NearestNeighbors
 
+    Parameters
+    ----------
+    coords
+        Spot positions (``n_spots x n_dims``).
+    max_neighbors
+        Most ring neighbours counted per spot.
+    factor
+        Ring radius in multiples of the spacing.
+    k
+        Nearest spots kept in ``knn`` (for local comparisons).
+
+    Returns
+    -------
+    The :class:`SpotGraph`; neighbours come from :func:`kbfm._spatial_graph.kneighbors`.
+    """
     coords = np.asarray(coords, dtype=float)
-    n_query = min(max(max_neighbors, k) + 1, coords.shape[0])
-    dist, idx = NearestNeighbors(n_neighbors=n_query).fit(coords).kneighbors(coords)
-    nearest = dist[:, 1] if n_query > 1 else np.zeros(len(coords))
+    dist, idx = kneighbors(coords, max(max_neighbors, k), include_self=True)
+    nearest = dist[:, 1] if dist.shape[1] > 1 else np.zeros(len(coords))
     spacing = float(np.median(nearest)) if nearest.size else 0.0
     radius = factor * spacing if spacing > 0 else np.inf
     neighbors = [

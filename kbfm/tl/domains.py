@@ -9,17 +9,29 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError
 from .._provenance import record_step
+from .._spatial_graph import kneighbors
 from ..io._spatial import spatial_coords
 
 DOMAIN_KEY = "kbfm_domain"
 
 
 def smooth_labels(labels: np.ndarray, coords: np.ndarray, n_neighbors: int = 6) -> np.ndarray:
-    """Replace each label by the majority among the spot and its spatial neighbours."""
-    from sklearn.neighbors import NearestNeighbors
+    """Replace each label by the majority among the spot and its spatial neighbours.
 
-    nn = NearestNeighbors(n_neighbors=min(n_neighbors + 1, len(coords))).fit(coords)
-    idx = nn.kneighbors(coords, return_distance=False)
+    Parameters
+    ----------
+    labels
+        One label per spot.
+    coords
+        Spot positions (``n_spots x n_dims``).
+    n_neighbors
+        Nearest spots voting with the spot itself (ties: the label seen first wins).
+
+    Returns
+    -------
+    The smoothed labels (same dtype as the unique labels).
+    """
+    _, idx = kneighbors(coords, n_neighbors, include_self=True)
     codes, uniques = pd.factorize(pd.Series(labels))
     votes = codes[idx]
     out = np.array([np.bincount(row, minlength=len(uniques)).argmax() for row in votes])

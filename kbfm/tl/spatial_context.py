@@ -7,23 +7,8 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError
 from .._provenance import record_step
+from .._spatial_graph import ring_neighbours
 from ..io._spatial import spatial_coords
-
-
-def ring_neighbours(coords: np.ndarray, rings: float = 1.0) -> list[np.ndarray]:
-    """Indices of the spots within ``rings`` grid steps of each spot (itself included).
-
-    The grid step is the median nearest-neighbour distance, so one ring is the 6 hexagon
-    neighbours on Visium and the 8 surrounding spots on the legacy ST square grid.
-    """
-    from sklearn.neighbors import NearestNeighbors
-
-    if len(coords) < 2:
-        return [np.arange(len(coords))]
-    dist = NearestNeighbors(n_neighbors=2).fit(coords).kneighbors(coords)[0][:, 1]
-    step = float(np.median(dist))
-    radius = step * (rings + 0.5)
-    return list(NearestNeighbors(radius=radius).fit(coords).radius_neighbors(coords)[1])
 
 
 def spatial_context(
@@ -48,7 +33,8 @@ def spatial_context(
     use_rep
         Embedding to extend.
     rings
-        Neighbourhood radius in grid steps (median nearest-spot distance).
+        Neighbourhood radius in grid steps (median nearest-spot distance; see
+        :func:`kbfm._spatial_graph.ring_neighbours`).
     groupby
         ``obs`` column with the section/slide: neighbours are searched within each group
         (required when several sections share one coordinate frame).
