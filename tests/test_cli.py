@@ -49,7 +49,7 @@ def test_embed_annotate_query_roundtrip(tmp_path):
 def test_output_path_rule():
     from pathlib import Path
 
-    from kbfm.cli import output_path
+    from kbfm.cli._common import output_path
 
     assert output_path(Path("d/x.h5ad"), None) == Path("d/x.kbfm.h5ad")
     assert output_path(Path("d/x.kbfm.h5ad"), None) == Path("d/x.kbfm.h5ad")

@@ -11,7 +11,7 @@ import typer
 from test_deconvolve import make_pair
 from typer.testing import CliRunner
 
-from kbfm.cli_qc import deconvolve_cmd
+from kbfm.cli.qc import deconvolve_cmd
 from kbfm.io import read_h5ad, write_h5ad
 
 

@@ -9,7 +9,7 @@ import typer
 from _histology import spots_adata, texture_image, write_pyramid
 from typer.testing import CliRunner
 
-from kbfm.cli_image import embed_image_cmd, predict_expression_cmd
+from kbfm.cli.image import embed_image_cmd, predict_expression_cmd
 from kbfm.io.h5ad import read_h5ad, write_h5ad
 
 app = typer.Typer()

@@ -12,10 +12,10 @@ import typer
 from test_pp_qc import make_spots
 from typer.testing import CliRunner
 
-from kbfm.cli_qc import qc_cmd
+from kbfm.cli.qc import qc_cmd
 from kbfm.io import read_h5ad, write_h5ad
+from kbfm.pl import write_qc_report
 from kbfm.pp.auto_qc import auto_qc
-from kbfm.qc_report import write_qc_report
 
 
 def failing_spots():

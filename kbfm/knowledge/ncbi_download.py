@@ -48,11 +48,6 @@ def _fetch(url: str, *, shown: str, timeout: float) -> bytes:
     raise KbfmUnavailableError(msg)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` next to ``path``, then rename it into place."""
-    atomic_write_bytes(path, data)
-
-
 def _protein_coding_ids(gene_info_gz: bytes, source: str) -> list[str]:
     with gzip.open(io.BytesIO(gene_info_gz), "rt") as fh:
         header = fh.readline().lstrip("#").rstrip("\n").split("\t")
@@ -184,8 +179,8 @@ def download_ncbi(
         "n_protein_coding": len(ids),
         "n_summaries": len(rows),
     }
-    _atomic_write(folder / "gene_info.gz", gene_info)
-    _atomic_write(folder / "summaries.tsv", table.encode())
-    _atomic_write(folder / "download.json", json.dumps(meta, indent=2).encode())
+    atomic_write_bytes(folder / "gene_info.gz", gene_info)
+    atomic_write_bytes(folder / "summaries.tsv", table.encode())
+    atomic_write_bytes(folder / "download.json", json.dumps(meta, indent=2).encode())
     logger.info("NCBI gene knowledge: %d summaries for %d genes in %s", len(rows), len(ids), folder)
     return folder

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._atomic import atomic_write
 from .._errors import KbfmInputError
+from ._save import save_figure
 
 
 def embedding_panels(
@@ -84,10 +84,5 @@ def embedding_panels(
         ax.set_yticks([])
     fig.tight_layout()
     if path is not None:
-        try:
-            atomic_write(
-                path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-            )
-        finally:
-            plt.close(fig)
+        save_figure(fig, path, dpi=110)
     return fig

@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError
 from ..io._spatial import SPATIAL_KEY, library_id_for, spatial_coords
+from ._save import save_figure
 
 
 def _values(adata: AnnData, color: str) -> tuple[np.ndarray, str]:
@@ -121,7 +122,7 @@ def spatial_scatter(
     ax.set_aspect("equal")
     ax.set_axis_off()
     if save is not None:
-        ax.figure.savefig(save, bbox_inches="tight", dpi=150)
+        save_figure(ax.figure, save, dpi=150, close=False)
     return ax
 
 
@@ -197,5 +198,5 @@ def patch_mosaic(
             ax.set_title(title, fontsize=7)
     fig.tight_layout()
     if save is not None:
-        fig.savefig(save, bbox_inches="tight", dpi=150)
+        save_figure(fig, save, dpi=150, close=False)
     return fig

@@ -125,12 +125,6 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     -------
     The path written.
     """
-    import matplotlib.pyplot as plt
+    from ..pl._save import save_figure as _save
 
-    from .._atomic import atomic_write
-
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png"))
-    finally:
-        plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=100)

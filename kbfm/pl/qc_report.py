@@ -7,20 +7,9 @@ from pathlib import Path
 
 from anndata import AnnData
 
-from ._atomic import atomic_write
-from ._errors import KbfmInputError
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the result onto ``path`` (never half-written)."""
-    atomic_write(path, write)
-
-
-def _save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-    plt.close(fig)
+from .._atomic import atomic_write
+from .._errors import KbfmInputError
+from ._save import save_figure
 
 
 def _fmt(x) -> str:
@@ -62,8 +51,8 @@ def write_qc_report(
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from .pl.qc import qc_metrics, qc_spatial
-    from .pp.auto_qc import FLAGS, qc_table
+    from ..pp.auto_qc import FLAGS, qc_table
+    from .qc import qc_metrics, qc_spatial
 
     table = qc_table(adata, key=key)
     step = adata.uns.get("kbfm", {}).get("auto_qc")
@@ -72,12 +61,12 @@ def write_qc_report(
         raise KbfmInputError(msg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "qc_table.csv", lambda tmp: table.to_csv(tmp))
+    atomic_write(out / "qc_table.csv", lambda tmp: table.to_csv(tmp))
     figures = {"qc_metrics.png": qc_metrics(adata, key=key, batch_key=batch_key)}
     if "spatial" in adata.obsm:
         figures["qc_spatial.png"] = qc_spatial(adata, key=key)
     for name, fig in figures.items():
-        _save_figure(fig, out / name)
+        save_figure(fig, out / name, dpi=120)
 
     n = len(table)
     n_fail = int((~table["pass"].astype(bool)).sum())
@@ -122,5 +111,5 @@ def write_qc_report(
     lines += [f"![{name}]({name})" for name in figures]
     lines += ["", "Per-spot metrics, flags and reasons: `qc_table.csv`.", ""]
     report = out / "report.md"
-    _atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines)))
+    atomic_write(report, lambda tmp: Path(tmp).write_text("\n".join(lines)))
     return report

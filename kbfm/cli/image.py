@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,18 +11,18 @@ import typer
 
 def _read_input(path: Path, slide: Path | None, spots: Path | None, mpp: float | None):
     """Read an .h5ad, a Space Ranger folder or a legacy ST counts table."""
-    from ._errors import KbfmInputError
+    from .._errors import KbfmInputError
 
     if path.is_dir():
-        from .io.visium import read_visium
+        from ..io.visium import read_visium
 
         return read_visium(path, source_image_path=slide)
     if path.suffix == ".h5ad":
-        from .io.h5ad import read_h5ad
+        from ..io.h5ad import read_h5ad
 
         return read_h5ad(path)
     if spots is not None:
-        from .io.legacy_st import read_legacy_st
+        from ..io.legacy_st import read_legacy_st
 
         return read_legacy_st(path, spots, slide, mpp=mpp)
     msg = (
@@ -84,14 +83,14 @@ def embed_image_cmd(
     key_added: Annotated[str, typer.Option(help="obsm key of the embedding.")] = "X_image",
 ) -> None:
     """Embed the H&E around every spot with an image encoder into obsm[KEY_ADDED]."""
-    from ._errors import KbfmInputError
-    from .cli import _run, output_path
-    from .io.h5ad import write_h5ad
-    from .io.patches import PatchSpec
-    from .tl.embed_image import embed_image
+    from .._errors import KbfmInputError
+    from ..io.h5ad import write_h5ad
+    from ..io.patches import PatchSpec
+    from ..tl.embed_image import embed_image
+    from ._common import output_path, run_guarded
 
     def go():
-        from .io.patches import check_mpp
+        from ..io.patches import check_mpp
 
         check_mpp(mpp, "--mpp")  # before any file is read
         if out is None and path.suffix != ".h5ad":
@@ -121,7 +120,7 @@ def embed_image_cmd(
         shape = adata.obsm[key_added].shape
         typer.echo(f"obsm[{key_added!r}] {shape[0]} x {shape[1]} ({model}); wrote {dest}")
 
-    _run(go)
+    run_guarded(go)
 
 
 def predict_expression_cmd(
@@ -152,14 +151,15 @@ def predict_expression_cmd(
     ] = 0.0,
 ) -> None:
     """Cross-validated expression prediction from image embeddings (HEST protocol)."""
-    from .cli import _run, sample_name
+    from ._common import run_guarded, sample_name
 
     def go():
         import anndata as ad
 
-        from .io.h5ad import read_h5ad, write_h5ad
-        from .tl.predict_expression import fit_expression_predictor, predict_expression
-        from .tl.spatial_context import spatial_context
+        from .._atomic import atomic_write, atomic_write_text
+        from ..io.h5ad import read_h5ad, write_h5ad
+        from ..tl.predict_expression import fit_expression_predictor, predict_expression
+        from ..tl.spatial_context import spatial_context
 
         rep = f"{use_rep}_context" if rings > 0 else use_rep
 
@@ -183,13 +183,9 @@ def predict_expression_cmd(
         res = adata.uns["kbfm_predict_expression"]
         out.mkdir(parents=True, exist_ok=True)
         table = out / "pearson_per_gene.csv"
-        tmp = table.with_suffix(".tmp")
-        res["pearson"].to_csv(tmp)
-        os.replace(tmp, table)
+        atomic_write(table, lambda tmp: res["pearson"].to_csv(tmp))
         summary = {k: res[k] for k in ("mean_r", "mean_r_overall", "scheme", "use_rep")}
-        tmp = out / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, out / "summary.json")
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         for name, r in res["mean_r"].items():
             typer.echo(f"{name:24s} mean Pearson r {r:.3f}")
         typer.echo(f"overall {res['mean_r_overall']:.3f} ({res['scheme']}); results in {out}/")
@@ -203,4 +199,4 @@ def predict_expression_cmd(
                 dest = out / f"{sample_name(p)}.predicted.h5ad"
                 typer.echo(f"wrote {write_h5ad(new, dest)}")
 
-    _run(go)
+    run_guarded(go)

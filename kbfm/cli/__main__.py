@@ -1,0 +1,5 @@
+"""``python -m kbfm.cli``."""
+
+from . import main
+
+main()
