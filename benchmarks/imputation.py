@@ -43,8 +43,8 @@ def main() -> None:
     from sklearn.neighbors import NearestNeighbors
 
     import kbfm
+    from kbfm.knowledge._gene_vectors import gene_vectors
     from kbfm.models import FusionModel
-    from kbfm.tl._gene_vectors import gene_vectors
 
     kbfm.settings.progress = False
     rng = np.random.default_rng(0)

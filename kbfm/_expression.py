@@ -1,29 +1,36 @@
-"""Expression matrices in the form the models expect (dense log-normalised float32)."""
+"""Expression matrices in the form the models expect (log-normalised float32)."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
+from ._scale import detect_scale
+
+
+def log_normalise(X) -> np.ndarray | sp.csr_matrix:
+    """Library size to 10,000, then log1p (``scanpy.pp.normalize_total`` + ``log1p``)."""
+    import scanpy as sc
+    from anndata import AnnData
+
+    tmp = AnnData(X.astype(np.float32))
+    sc.pp.normalize_total(tmp, target_sum=1e4)
+    sc.pp.log1p(tmp)
+    return tmp.X
+
 
 def log_normalised(X) -> tuple[np.ndarray, bool]:
-    """Return dense ``log1p`` of counts per 10k (or of the values as given) and whether
-    the input looked like raw counts.
+    """Return dense log-normalised values and whether the input held raw counts.
 
-    Library-size-normalised values that were never logged (peaks above 30) get ``log1p``;
-    values that already look logged pass through.
+    The kind of values comes from :func:`kbfm._scale.detect_scale`: counts are
+    library-size normalised to 1e4 and log1p-transformed, normalised values that were
+    never logged get ``log1p``, log (and scaled) values pass through.
     """
-    from .tl.annotate_markers import looks_like_counts
-
-    counts = looks_like_counts(X)
+    kind = detect_scale(X).kind
     X = sp.csr_matrix(X, dtype=np.float32) if sp.issparse(X) else np.asarray(X, np.float32)
-    peak = X.max() if X.shape[0] * X.shape[1] else 0.0
-    if not counts and peak > 30:
-        X = X.log1p() if sp.issparse(X) else np.log1p(X)
-    if counts:
-        totals = np.asarray(X.sum(1)).ravel()
-        scale = 1e4 / np.maximum(totals, 1)
-        X = sp.diags(scale) @ X if sp.issparse(X) else X * scale[:, None]
+    if kind == "counts":
+        X = log_normalise(X)
+    elif kind == "normalized":
         X = X.log1p() if sp.issparse(X) else np.log1p(X)
     dense = X.toarray() if sp.issparse(X) else X
-    return dense.astype(np.float32), counts
+    return np.asarray(dense, dtype=np.float32), kind == "counts"

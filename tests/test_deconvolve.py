@@ -117,7 +117,7 @@ def test_smoothing_pulls_poorly_measured_genes_towards_text_neighbours():
 
 def test_knowledge_variant_with_text_neighbours(pair, monkeypatch):
     spots, reference, truth, _ = pair
-    from kbfm.tl import _gene_vectors
+    from kbfm.knowledge import _gene_vectors
 
     def fake_vectors(names, **_):
         # Genes of one marker block get similar "descriptions".
@@ -137,7 +137,7 @@ def test_knowledge_variant_with_text_neighbours(pair, monkeypatch):
 
 def test_knowledge_variant_skips_text_work_when_every_gene_is_well_measured(pair, monkeypatch):
     spots, reference, _, _ = pair
-    from kbfm.tl import _gene_vectors
+    from kbfm.knowledge import _gene_vectors
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("gene text was embedded although smoothing changes nothing")

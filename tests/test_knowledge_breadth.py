@@ -125,7 +125,7 @@ def test_species_detection():
 
 
 def test_mouse_genes_reach_human_only_knowledge_through_orthologs(minilm):
-    from kbfm.tl._gene_vectors import gene_vectors
+    from kbfm.knowledge._gene_vectors import gene_vectors
 
     human_only = GeneKnowledge(
         {"GFAP": "An astrocyte intermediate filament.", "CD3E": "A T cell receptor part."},

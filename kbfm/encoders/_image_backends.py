@@ -16,7 +16,7 @@ from .._settings import settings
 if TYPE_CHECKING:
     import torch
 
-    from .image import ImageEncoderSpec
+    from ._image_spec import ImageEncoderSpec
 
 
 class ImageEncoder:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._errors import KbfmInputError, preview
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
-from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
+from .gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class GeneVectors:
 
 def _with_detected_species(knowledge):
     """A file or object source says nothing of its species: read it off its symbols."""
-    from ..knowledge.species import detect_species
+    from .species import detect_species
 
     try:
         found = detect_species(list(knowledge.symbols)[:5000])
@@ -86,9 +86,9 @@ def gene_vectors(
     -------
     A :class:`GeneVectors`.
     """
-    from ..knowledge import load_gene_knowledge, looks_like_ensembl, normalize_symbols
-    from ..knowledge.gene_descriptions import GENE_KNOWLEDGE_SOURCES
-    from ..knowledge.species import resolve_species
+    from . import load_gene_knowledge, looks_like_ensembl, normalize_symbols
+    from .gene_descriptions import GENE_KNOWLEDGE_SOURCES
+    from .species import resolve_species
 
     gene_names = [str(g) for g in gene_names]
     species = resolve_species(species, gene_names)

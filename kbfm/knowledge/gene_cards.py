@@ -23,7 +23,7 @@ import logging
 import math
 from functools import lru_cache
 
-from .gene_descriptions import GeneKnowledge
+from ._gene_knowledge import GeneKnowledge
 
 logger = logging.getLogger(__name__)
 

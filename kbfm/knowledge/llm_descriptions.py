@@ -41,9 +41,9 @@ def generate_gene_descriptions(
     --------
     >>> gk = generate_gene_descriptions(["CD3E"], llm="dry-run")  # doctest: +SKIP
     """
+    from ..encoders._llm_cache import cached_chat
     from ..encoders.llm import get_llm
     from ..prompts import load_prompt
-    from ..tl.annotate_llm import cached_chat
 
     model = get_llm(llm, **(llm_options or {}))
     template = load_prompt("gene_description")

@@ -31,7 +31,7 @@ class SpotInputs:
     """
 
     def __init__(self, X, names, genes, mean, std) -> None:
-        from ..tl.annotate_markers import looks_like_counts
+        from .._scale import detect_scale
 
         self.X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
         index = {str(n): i for i, n in enumerate(names)}
@@ -44,9 +44,9 @@ class SpotInputs:
         self.n_genes = len(genes)
         self._inv_std = (1.0 / self.std[self.present]).astype(np.float32)
         self._cache: np.ndarray | None = None
-        self.counts = looks_like_counts(self.X)
-        peak = self.X.max() if self.X.shape[0] * self.X.shape[1] else 0.0
-        self.log_only = not self.counts and peak > 30
+        kind = detect_scale(self.X).kind
+        self.counts = kind == "counts"
+        self.log_only = kind == "normalized"
         self.scale = None
         if self.counts:
             totals = np.asarray(self.X.sum(1)).ravel()

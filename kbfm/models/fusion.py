@@ -591,7 +591,7 @@ class FusionModel:
 
 
 def _gene_text(genes: list[str], source, encoder, species) -> np.ndarray:
-    from ..tl._gene_vectors import gene_vectors
+    from ..knowledge._gene_vectors import gene_vectors
 
     try:
         return gene_vectors(genes, source=source, encoder=encoder, species=species).matrix

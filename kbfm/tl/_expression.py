@@ -16,6 +16,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._expression import log_normalise
+from .._scale import detect_scale
 from .._validate import expression_matrix
 
 logger = logging.getLogger(__name__)
@@ -39,16 +41,6 @@ def _has_negative(X) -> bool:
     return bool(values.size) and float(values.min()) < 0
 
 
-def log_normalise(X) -> np.ndarray | sp.csr_matrix:
-    """Library size to 10,000, then log1p (``scanpy.pp.normalize_total`` + ``log1p``)."""
-    import scanpy as sc
-
-    tmp = AnnData(X.astype(np.float32))
-    sc.pp.normalize_total(tmp, target_sum=1e4)
-    sc.pp.log1p(tmp)
-    return tmp.X
-
-
 def log_expression(adata: AnnData, *, layer: str | None = None, use_raw: bool = False):
     """Return log-normalised expression for annotation, and where it came from.
 
@@ -67,8 +59,6 @@ def log_expression(adata: AnnData, *, layer: str | None = None, use_raw: bool = 
     KbfmInputError
         When no non-negative matrix can be found.
     """
-    from ..pp import detect_scale
-
     if layer is None and not use_raw and _has_negative(adata.X):
         kept = adata.uns.get("kbfm", {}).get("normalize", {}).get("counts_kept_in")
         options = [*LOG_LAYERS, *([kept] if kept else []), *COUNT_LAYERS]

@@ -13,12 +13,12 @@ from .._errors import KbfmInputError, closest_names
 from .._provenance import record_step
 from .._validate import check_adata
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
+from ..knowledge._gene_vectors import gene_vectors
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ..knowledge.species import resolve_species
 from ._candidates import needs_data
 from ._candidates import resolve_candidates as resolve_candidates_full
 from ._expression import log_expression
-from ._gene_vectors import gene_vectors
 from ._prototypes import build_prototypes
 from .annotate_markers import marker_score_matrix
 from .embed_cells import _genept_w

@@ -10,19 +10,15 @@ log-likelihood, so small local models give usable answers.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._atomic import atomic_write_text
 from .._errors import KbfmInputError
-from .._settings import settings
+from ..encoders._llm_cache import cached_chat
 from ..encoders.llm import LLM, DryRunLLM, estimate_tokens, get_llm
 from ..prompts import load_prompt
 
@@ -35,8 +31,8 @@ def top_markers(
     """Top ``top_n`` marker genes per group (Wilcoxon, scanpy), most specific first."""
     import scanpy as sc
 
-    from ._expression import log_normalise
-    from .annotate_markers import looks_like_counts
+    from .._expression import log_normalise
+    from .._scale import looks_like_counts
 
     tmp = AnnData(log_normalise(X) if looks_like_counts(X) else X.astype(np.float32))
     tmp.var_names = [str(g) for g in gene_names]
@@ -105,26 +101,6 @@ def map_to_ontology(
         else:
             out.append((None, UNMAPPED, float(sims[best])))
     return out
-
-
-def _cache_path(model_id: str, prompt: str) -> Path:
-    key = hashlib.sha256(f"{model_id}\0{prompt}".encode()).hexdigest()
-    return settings.cache_dir / "llm" / key[:2] / f"{key}.json"
-
-
-def cached_chat(llm: LLM, messages: list[dict], *, cache: bool) -> str:
-    """Answer ``messages`` through an on-disk cache keyed by (model id, prompt)."""
-    prompt = json.dumps(messages, sort_keys=True)
-    path = _cache_path(llm.model_id, prompt)
-    if cache and path.exists():
-        try:
-            return json.loads(path.read_text())["content"]
-        except (json.JSONDecodeError, KeyError, OSError):
-            path.unlink(missing_ok=True)
-    content = llm.chat(messages, max_tokens=512).content
-    if cache:
-        atomic_write_text(path, json.dumps({"model_id": llm.model_id, "content": content}))
-    return content
 
 
 SCORED_ANSWER = "'<cluster id>: <candidate label>', mean log-likelihood per token"

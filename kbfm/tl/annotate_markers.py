@@ -6,19 +6,10 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError
-
-
-def looks_like_counts(X) -> bool:
-    """True when values are whole numbers with a large maximum (raw counts, not log)."""
-    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    sample = values[:200_000]
-    if sample.size == 0:
-        return False
-    return bool(np.all(np.mod(sample, 1) == 0) and sample.max() > 30)
+from .._scale import looks_like_counts
 
 
 def marker_score_matrix(
@@ -57,8 +48,8 @@ def marker_score_matrix(
     """
     import scanpy as sc
 
+    from .._expression import log_normalise
     from ..knowledge import marker_sets
-    from ._expression import log_normalise
 
     tmp = AnnData(log_normalise(X) if looks_like_counts(X) else X.astype(np.float32))
     upper = [str(g).upper() for g in gene_names]

@@ -36,8 +36,8 @@ def _knowledge_signatures(
     R, S_shared, names, sel, *, knowledge_source, encoder, species, smoothing, n_neighbors, n_pool
 ):
     """Smooth the signatures of the selected genes with text neighbours from a gene pool."""
+    from ..knowledge._gene_vectors import gene_vectors
     from ._deconv_knowledge import smooth_signatures
-    from ._gene_vectors import gene_vectors
 
     reliability = np.asarray(R.sum(axis=0)).ravel()
     # A gene borrows weight smoothing / (smoothing + counts) from its text neighbours;

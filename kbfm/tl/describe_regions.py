@@ -57,11 +57,12 @@ def describe_regions(
     -------
     ``{domain: description}`` (the prompts themselves for a dry run).
     """
+    from ..encoders._llm_cache import cached_chat
     from ..encoders.llm import DryRunLLM, get_llm
     from ..knowledge.retrieval import marker_facts
     from ..knowledge.species import resolve_species
     from ..prompts import load_prompt
-    from .annotate_llm import cached_chat, top_markers
+    from .annotate_llm import top_markers
 
     if groupby not in adata.obs:
         msg = f"obs[{groupby!r}] not found; run kbfm.tl.domains first or pass groupby=."

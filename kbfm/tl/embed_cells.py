@@ -17,8 +17,8 @@ from .._provenance import record_step
 from .._settings import settings
 from .._validate import check_adata, expression_matrix
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder, encode_texts, get_text_encoder
+from ..knowledge._gene_vectors import gene_vectors
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
-from ._gene_vectors import gene_vectors
 from .embed_genes import GENE_TEXT_KEY
 
 logger = logging.getLogger(__name__)

@@ -7,8 +7,8 @@ from anndata import AnnData
 from .._provenance import record_step
 from .._validate import check_adata
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder
+from ..knowledge._gene_vectors import gene_vectors
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
-from ._gene_vectors import gene_vectors
 
 GENE_TEXT_KEY = "kbfm_gene_text"
 

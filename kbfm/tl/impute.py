@@ -34,7 +34,7 @@ def impute(adata: AnnData, model, *, genes: list[str], key_added: str = IMPUTED_
     """
     import torch
 
-    from ._gene_vectors import gene_vectors
+    from ..knowledge._gene_vectors import gene_vectors
 
     if not genes:
         msg = "genes must list at least one gene."
