@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from ._provenance import provenance
 from ._settings import settings
 from ._version import __version__
 
@@ -20,7 +21,7 @@ _SUBMODULES = ("agent", "datasets", "encoders", "io", "knowledge", "models", "pl
 if TYPE_CHECKING:
     from . import agent, datasets, encoders, io, knowledge, models, pl, pp, tl  # noqa: F401
 
-__all__ = ["__version__", "settings", *_SUBMODULES]
+__all__ = ["__version__", "provenance", "settings", *_SUBMODULES]
 
 
 def __getattr__(name: str):
