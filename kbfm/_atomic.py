@@ -87,7 +87,28 @@ def _notice_sigint() -> Iterator[list[int]]:
         sys.unraisablehook = previous_hook
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+def remove_stale_temp_files_under(root: str | os.PathLike) -> int:
+    """Remove temporary files left under ``root`` by writes whose process is gone.
+
+    Returns
+    -------
+    How many files were removed.
+    """
+    removed = 0
+    for tmp in Path(root).rglob(f".*{_TMP_MARK}*"):
+        parts = tmp.name.split(".")  # ".<name>.<pid>.<random>.kbfm-tmp<suffix>"
+        at = parts.index(_TMP_MARK.lstrip(".")) if _TMP_MARK.lstrip(".") in parts else -1
+        pid = parts[at - 2] if at >= 2 else ""
+        if pid and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[str], object], *, sweep: bool = True
+) -> Path:
     """Let ``write(tmp_path)`` produce the file, then move it onto ``path`` atomically.
 
     Readers see the old file or the new one, never a half-written one; on error or
@@ -103,6 +124,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     write
         Callable that writes the complete file to the temporary path it is given
         (e.g. ``lambda tmp: fig.savefig(tmp, format="png")``).
+    sweep
+        First remove temporary files of earlier writes to ``path`` whose process is
+        gone. Writers of many small files (the embedding cache) pass ``False`` and sweep
+        their folder once with :func:`remove_stale_temp_files_under`.
 
     Returns
     -------
@@ -110,7 +135,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(path)
+    if sweep:
+        remove_stale_temp_files(path)
     mode = _target_mode(path)
     fd, tmp = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=_TMP_MARK + path.suffix
@@ -130,9 +156,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Pat
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sweep: bool = True) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), sweep=sweep)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write_bytes, remove_stale_temp_files_under
+from ._hashing import sha256_parts, sha256_text
 from ._settings import settings
 
 logger = logging.getLogger(__name__)
@@ -42,17 +44,12 @@ class CacheStats:
 
 def text_key(model_id: str, revision: str, text: str) -> str:
     """Return the hex SHA-256 key of one (model, revision, text) triple."""
-    h = hashlib.sha256()
-    for part in (model_id, revision, text):
-        data = part.encode("utf-8")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.hexdigest()
+    return sha256_parts(model_id, revision, text)
 
 
 def _slug(model_id: str) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_id)
-    return safe[-60:] + "-" + hashlib.sha256(model_id.encode()).hexdigest()[:8]
+    return safe[-60:] + "-" + sha256_text(model_id)[:8]
 
 
 class EmbeddingCache:
@@ -102,6 +99,7 @@ class EmbeddingCache:
             fd, probe = tempfile.mkstemp(dir=self.root, prefix=".probe-")
             os.close(fd)
             Path(probe).unlink()
+            remove_stale_temp_files_under(self.root)
         except OSError as err:
             self._give_up_writing(err)
             return False
@@ -196,11 +194,4 @@ class EmbeddingCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = np.ascontiguousarray(vec).tobytes()
         blob = _HEADER.pack(_MAGIC, vec.shape[0], hashlib.sha256(payload).digest()) + payload
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".emb")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, blob, sweep=False)  # swept once per cache in check_writable

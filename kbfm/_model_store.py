@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ._atomic import atomic_write, atomic_write_text
 from ._errors import KbfmInputError, KbfmUnavailableError, closest_names
+from ._hashing import sha256_file
 from ._settings import settings
 
 MANIFEST_NAME = "kbfm-model.json"
@@ -369,15 +370,6 @@ def installed_path(name: str | ModelPackageSpec) -> Path:
 
 
 # ---------------------------------------------------------------- hashing and joining
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Return the hex sha256 of a file, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_file(

@@ -7,7 +7,6 @@ and version of every prompt used are recorded in ``adata.uns["kbfm"]``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import string
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ._errors import KbfmInputError, closest_names
+from ._hashing import sha256_text
 
 _HERE = Path(__file__).resolve().parent
 
@@ -42,7 +42,7 @@ class PromptTemplate:
     @property
     def sha256(self) -> str:
         """Hash of the template text (changes whenever the wording changes)."""
-        return hashlib.sha256(self.text.encode()).hexdigest()[:16]
+        return sha256_text(self.text)[:16]
 
     def render(self, **values: object) -> str:
         """Fill the template; every declared variable must be given, and no other."""

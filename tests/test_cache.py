@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,7 +95,7 @@ def test_two_processes_writing_at_once_leave_valid_entries(tmp_path):
     found, missing = cache.get("m", "r", [f"text {i}" for i in range(200)])
     assert missing == [] and cache.stats.corrupt == 0
     assert all(np.array_equal(v, np.arange(16, dtype=np.float32)) for v in found.values())
-    assert not list(tmp_path.rglob(".tmp-*"))
+    assert not list(tmp_path.rglob("*kbfm-tmp*"))
 
 
 class NaNEncoder(CountingEncoder):
@@ -184,3 +187,24 @@ def test_disk_full_mid_write_switches_to_read_only_once(tmp_path, monkeypatch, c
     assert len(calls) == 1 and cache.read_only  # gave up after the first failure
     assert caplog.text.count("cannot be written") == 1 and "No space left" in caplog.text
     assert list(tmp_path.rglob("*.emb")) == []  # nothing half-written
+
+
+def test_temp_files_of_a_killed_writer_are_swept_once_per_cache(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    shard = tmp_path / "m-slug" / "ab"
+    shard.mkdir(parents=True)
+    left = shard / f".abc.emb.{pid}.x1y2.kbfm-tmp.emb"
+    mine = shard / f".abd.emb.{os.getpid()}.x1y3.kbfm-tmp.emb"
+    left.write_bytes(b"half")
+    mine.write_bytes(b"in progress")
+    cache = EmbeddingCache(tmp_path)
+    assert cache.check_writable()
+    assert not left.exists() and mine.exists()  # a live writer's file is kept
+    cache.put("m", "r", ["a"], np.ones((1, 4), dtype=np.float32))
+    assert cache.get("m", "r", ["a"])[1] == []

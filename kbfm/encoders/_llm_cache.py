@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from .._atomic import atomic_write_text
+from .._hashing import sha256_text
 from .._settings import settings
 from .llm import LLM
 
 
 def _cache_path(model_id: str, prompt: str) -> Path:
-    key = hashlib.sha256(f"{model_id}\0{prompt}".encode()).hexdigest()
+    key = sha256_text(f"{model_id}\0{prompt}")
     return settings.cache_dir / "llm" / key[:2] / f"{key}.json"
 
 

