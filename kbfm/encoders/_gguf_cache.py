@@ -186,6 +186,9 @@ def transformers_converter(gguf_path: Path, out_dir: Path, dtype: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .._optional import require
+
+    require("gguf", "Reading GGUF models (smollm2, qwen0.5b, qwen1.5b)")
     folder, filename = str(gguf_path.parent), gguf_path.name
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "packed weights are fastest in float32": not our path

