@@ -41,6 +41,7 @@ from .._model_store import (
     store_dir,
     verify_file,
 )
+from ._progress import library_progress
 
 CACHE_FORMAT = 1
 """Version of the converted-folder layout; a different value forces a new conversion."""
@@ -193,10 +194,11 @@ def transformers_converter(gguf_path: Path, out_dir: Path, dtype: str) -> None:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "packed weights are fastest in float32": not our path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, gguf_file=filename, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
-        )
+        with library_progress():
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=filename, dtype=getattr(torch, dtype), low_cpu_mem_usage=True
+            )
     except (OSError, ValueError, ImportError) as err:
         msg = f"transformers could not read {gguf_path}: {err}"
         raise KbfmUnavailableError(msg) from err

@@ -17,6 +17,7 @@ import numpy as np
 from .._errors import KbfmInputError, KbfmUnavailableError
 from .._http import check_timeout, post_json
 from .._settings import settings
+from ._progress import library_progress
 
 
 @lru_cache(maxsize=32)
@@ -136,11 +137,12 @@ class SentenceTransformerEncoder(TextEncoder):
         self.model_id = str(source)
         local = Path(source).expanduser()
         try:
-            self.model = SentenceTransformer(
-                str(local) if local.exists() else str(source),
-                device=device or settings.resolve_device(),
-                revision=revision,
-            )
+            with library_progress():
+                self.model = SentenceTransformer(
+                    str(local) if local.exists() else str(source),
+                    device=device or settings.resolve_device(),
+                    revision=revision,
+                )
         except OSError as err:
             msg = (
                 f"Could not load sentence-transformers model {source!r}: {err}. "
@@ -185,8 +187,11 @@ class HFMeanPoolEncoder(TextEncoder):
         self.device = device or settings.resolve_device()
         self.max_length = max_length
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, **load_kwargs)
-            self.model = AutoModel.from_pretrained(source, revision=revision, **load_kwargs)
+            with library_progress():
+                self.tokenizer = AutoTokenizer.from_pretrained(
+                    source, revision=revision, **load_kwargs
+                )
+                self.model = AutoModel.from_pretrained(source, revision=revision, **load_kwargs)
         except OSError as err:
             msg = f"Could not load transformers model {source!r}: {err}."
             raise KbfmUnavailableError(msg) from err

@@ -31,6 +31,7 @@ from .._optional import require
 from .._settings import settings
 from ._image_backends import BUILDERS, ImageEncoder
 from ._image_spec import ImageEncoderSpec
+from ._progress import library_progress
 
 DEFAULT_IMAGE_ENCODER = "efficientnet_lite0"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -304,7 +305,7 @@ def _load(name: str, pretrained: bool, weights: str | None, device: str, options
     if overrides and pretrained and weights is None and spec.backend != "color_texture":
         msg = f"Architecture overrides {sorted(overrides)} need pretrained=False."
         raise KbfmInputError(msg)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), library_progress():
         torch.manual_seed(seed)
         model, model_id, revision = BUILDERS[spec.backend](
             spec, pretrained=pretrained, weights=weights, overrides=overrides

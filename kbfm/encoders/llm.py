@@ -41,6 +41,7 @@ from typing import Any
 from .._errors import KbfmInputError, KbfmUnavailableError, closest_names
 from .._http import check_timeout, post_json
 from .._settings import settings
+from ._progress import library_progress
 
 DEFAULT_LLM = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -386,7 +387,7 @@ class HFCausalLM(LLM):
         start = time.perf_counter()
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-            with _torch_threads(torch, self.threads):
+            with _torch_threads(torch, self.threads), library_progress():
                 self.model = AutoModelForCausalLM.from_pretrained(source, **model_kwargs)
         except (OSError, ValueError) as err:
             msg = f"Could not load LLM {source!r}: {err}"
