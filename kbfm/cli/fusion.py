@@ -24,11 +24,20 @@ def train(
     max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs.")] = 300,
     gene_selection: Annotated[str, typer.Option(help="auto, spatial (Moran's I) or hvg.")] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Save into --model-dir even if it holds files.")
+    ] = False,
 ) -> None:
     """Train a FusionModel; writes obsm['X_kbfm'] and saves the model."""
+    import warnings
+
     from ..models import FusionModel
+    from ..models._persist import check_save_folder
 
     def step(adata):
+        with warnings.catch_warnings():  # said once, when the model is saved
+            warnings.simplefilter("ignore", FutureWarning)
+            check_save_folder(model_dir, overwrite=overwrite)  # refuse before training
         model = FusionModel.setup(
             adata,
             preset=preset,
@@ -39,7 +48,7 @@ def train(
         model.config.trained_on["filename"] = str(path)
         model.train(max_epochs=max_epochs)
         model.to_adata()
-        model.save(model_dir)
+        model.save(model_dir, overwrite=overwrite)
         typer.echo(f"trained {preset} ({model.n_parameters():,} parameters); saved to {model_dir}")
 
     roundtrip(path, out, step)

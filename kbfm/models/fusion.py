@@ -2,11 +2,13 @@
 
 Lifecycle (scvi-tools style)::
 
-    model = kbfm.models.FusionModel.setup(adata, preset="base")
-    model.train()
+    FusionModel.setup_anndata(adata, gene_selection="spatial")  # adata.uns["_kbfm_fusion_setup"]
+    model = FusionModel(adata, preset="base")                   # or FusionModel.setup(adata, ...)
+    model.train()                                               # again: continues from here
     adata.obsm["X_kbfm"] = model.get_latent_representation()
-    model.save("my_model/")
-    model = kbfm.models.FusionModel.load("my_model/", new_adata)
+    model.save("my_model/")                                     # overwrite=True to replace
+    model = FusionModel.load("my_model/", new_adata)            # genes matched by name
+    table = model.impute(["CD3E", "FOXP3"])                     # what kbfm.tl.impute stores
 
 Views: log-normalised expression of ``n_top_genes`` genes (always; spatially variable genes when
 ``obsm["spatial"]`` exists, else highly variable ones), ``obsm["X_genetext"]`` and
@@ -21,25 +23,40 @@ in the encoder.
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from anndata import AnnData
 
-from .._atomic import atomic_write, atomic_write_text
+from .._atomic import atomic_write
 from .._errors import KbfmInputError, preview
-from .._expression import log_normalised as _log_normalised
 from .._provenance import record_step
 from .._settings import settings
 from .._validate import expression_matrix
 from .._version import __version__
 from ._graph import spot_graph
+from ._options import (  # ENCODERS and KNOWLEDGE_WARN_FRACTION: kept importable from here
+    ENCODERS,  # noqa: F401
+    KNOWLEDGE_WARN_FRACTION,  # noqa: F401
+    OBJECTIVES,  # noqa: F401
+    check_encoder,
+    check_neighbour_objective,
+    check_preset,
+    describe_data,
+    gene_text_matrix,
+    objective_weights,
+    warn_when_knowledge_is_thin,
+)
+from ._setup import SETUP_KEY, read_setup, resolve_gene_selection, setup_anndata
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LATENT_KEY = "X_kbfm"
-ENCODERS = ("mlp", "gcn")  # expression encoders of kbfm.models._module
 
 
 @dataclass(frozen=True)
@@ -90,9 +107,98 @@ class FusionConfig:
 
 
 class FusionModel:
-    """Trainable fusion of expression, gene-text knowledge and histology (see module docs)."""
+    """Trainable fusion of expression, gene-text knowledge and histology (see module docs).
 
-    def __init__(self, adata: AnnData, config: FusionConfig, gene_text: np.ndarray) -> None:
+    Build it scvi-tools style: register the data with :meth:`setup_anndata`, then
+    construct the model on it (or do both with :meth:`setup`).
+
+    Parameters
+    ----------
+    adata
+        Data registered by :meth:`setup_anndata` (its record in
+        ``adata.uns["_kbfm_fusion_setup"]`` must still fit: same spots, registered genes
+        present); ``obsm["spatial"]`` is needed when the neighbour objective is on.
+    preset
+        ``"tiny"``, ``"base"`` or ``"large"`` (:data:`PRESETS`).
+    objectives
+        ``None``: reconstruction, contrastive and neighbour, each with weight 1. A list
+        of those names turns on the listed ones (weight 1); a mapping name -> weight
+        (>= 0) sets weights. Objectives not named are off. The contrastive one needs
+        ``obsm["X_image"]`` and is off without it.
+    encoder
+        Expression encoder: ``"mlp"`` or ``"gcn"`` (its first layer a graph convolution
+        over the spot graph, GraphST/STAGATE-style).
+    graph_hops
+        Rounds of neighbour averaging in the encoder (0 = none).
+    knowledge_source, text_encoder, species
+        Gene knowledge for the text-conditioned decoder (see ``kbfm.tl.embed_genes``).
+    seed
+        Seed for initialisation, masks and splits.
+
+    Raises
+    ------
+    KbfmInputError
+        When ``adata`` was not set up (call :meth:`setup_anndata` first), or an option
+        is not valid.
+
+    Examples
+    --------
+    >>> FusionModel.setup_anndata(adata, gene_selection="spatial")  # doctest: +SKIP
+    >>> objectives = ["reconstruction", "neighbour"]  # doctest: +SKIP
+    >>> model = FusionModel(adata, preset="tiny", objectives=objectives)  # doctest: +SKIP
+    >>> model.train().to_adata()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        *,
+        preset: str = "base",
+        objectives: Sequence[str] | Mapping[str, float] | None = None,
+        encoder: str = "mlp",
+        graph_hops: int = 2,
+        knowledge_source: str = "builtin",
+        text_encoder: str = "minilm",
+        species: str = "human",
+        seed: int = 0,
+    ) -> None:
+        check_preset(preset, PRESETS)
+        weights = objective_weights(objectives)
+        check_encoder(encoder)
+        record = read_setup(adata)
+        check_neighbour_objective(adata, weights["neighbour"])
+        genes = record["genes"]
+        gene_text = gene_text_matrix(genes, knowledge_source, text_encoder, species)
+        warn_when_knowledge_is_thin(gene_text, knowledge_source)
+        d_gt = record["views"].get("X_genetext", 0)
+        d_im = record["views"].get("X_image", 0)
+        config = FusionConfig(
+            genes=genes,
+            preset=preset,
+            n_neighbors=int(record["n_neighbors"]),
+            graph_hops=graph_hops,
+            encoder=encoder,
+            gene_selection=str(record["gene_selection"]),
+            use_genetext=bool(record["use_genetext"]),
+            use_image=bool(record["use_image"]),
+            d_genetext=int(d_gt),
+            d_image=int(d_im),
+            w_reconstruction=weights["reconstruction"],
+            w_contrastive=weights["contrastive"] if d_im else 0.0,
+            w_neighbour=weights["neighbour"],
+            layer=record["layer"],
+            knowledge_source=str(knowledge_source),
+            text_encoder=str(text_encoder),
+            species=species,
+            gene_mean=np.asarray(record["gene_mean"]).tolist(),
+            gene_std=np.asarray(record["gene_std"]).tolist(),
+            input_was_counts=bool(record["input_was_counts"]),
+            seed=seed,
+            trained_on=describe_data(adata),
+        )
+        self._init(adata, config, gene_text)
+
+    def _init(self, adata: AnnData, config: FusionConfig, gene_text: np.ndarray) -> None:
         self.adata = adata
         self.config = config
         self.gene_text = gene_text.astype(np.float32)
@@ -101,7 +207,80 @@ class FusionModel:
         self.loaded_from: str | None = None
         self._prepare(adata)
 
+    @classmethod
+    def _from_config(
+        cls, adata: AnnData, config: FusionConfig, gene_text: np.ndarray
+    ) -> FusionModel:
+        """A model rebuilt from a saved config (no setup record needed)."""
+        model = cls.__new__(cls)
+        model._init(adata, config, gene_text)
+        return model
+
     # ---------------------------------------------------------------- setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: AnnData,
+        *,
+        layer: str | None = None,
+        n_top_genes: int = 2000,
+        gene_selection: str = "auto",
+        use_genetext: bool = True,
+        use_image: bool = True,
+        n_neighbors: int = 6,
+    ) -> None:
+        """Register ``adata`` for FusionModel: check it, choose the genes, record the views.
+
+        Writes one h5ad-safe record to ``adata.uns["_kbfm_fusion_setup"]`` (the genes,
+        their log-normalised means and scales, the layer, the ``obsm`` views and their
+        widths, the spot count); :class:`FusionModel` reads it. Call it again after
+        subsetting or changing the data.
+
+        Parameters
+        ----------
+        adata
+            Counts or log-normalised expression, at least 20 spots.
+        layer
+            Read expression from this layer (default ``X``).
+        n_top_genes
+            Genes used as input and reconstruction targets.
+        gene_selection
+            How those genes are chosen: ``"spatial"`` (highest Moran's I over the spot
+            graph, :func:`kbfm.pp.spatially_variable_genes`), ``"hvg"`` (scanpy highly
+            variable genes) or ``"auto"`` (spatial when ``obsm['spatial']`` is present).
+        use_genetext, use_image
+            Use ``obsm["X_genetext"]`` / ``obsm["X_image"]`` when present.
+        n_neighbors
+            Spatial neighbours per spot (6 suits the Visium hexagonal grid), for the
+            Moran's I gene selection and the model's spot graph.
+
+        Examples
+        --------
+        >>> FusionModel.setup_anndata(adata, layer="counts", n_top_genes=1000)  # doctest: +SKIP
+        >>> adata.uns["_kbfm_fusion_setup"]["gene_selection"]  # doctest: +SKIP
+        'spatial'
+        """
+        import logging
+
+        record = setup_anndata(
+            adata,
+            layer=layer,
+            n_top_genes=n_top_genes,
+            gene_selection=gene_selection,
+            use_genetext=use_genetext,
+            use_image=use_image,
+            n_neighbors=n_neighbors,
+        )
+        logging.getLogger("kbfm").info(
+            "FusionModel.setup_anndata: %d genes (%s) from %s, views %s; recorded in "
+            "adata.uns[%r].",
+            len(record["genes"]),
+            record["gene_selection"],
+            f"layers[{layer!r}]" if layer is not None else "X",
+            ["expression", *record["views"]],
+            SETUP_KEY,
+        )
+
     @classmethod
     def setup(
         cls,
@@ -124,7 +303,11 @@ class FusionModel:
         species: str = "human",
         seed: int = 0,
     ) -> FusionModel:
-        """Check the data, pick highly variable genes, embed their knowledge, build a model.
+        """Set up ``adata`` and build a model in one step.
+
+        The same as :meth:`setup_anndata` with the data options, then
+        ``FusionModel(adata, ...)`` with the model options (objective weights as
+        ``w_*``); same seed, same model.
 
         Parameters
         ----------
@@ -133,39 +316,22 @@ class FusionModel:
             ``w_neighbour > 0`` (and used for graph mixing when present).
         preset
             ``"tiny"``, ``"base"`` or ``"large"``.
-        n_top_genes
-            Genes used as input and reconstruction targets.
-        gene_selection
-            How those genes are chosen: ``"spatial"`` (highest Moran's I over the spot
-            graph, :func:`kbfm.pp.spatially_variable_genes`), ``"hvg"`` (scanpy highly
-            variable genes) or ``"auto"`` (spatial when ``obsm['spatial']`` is present).
-        layer
-            Read expression from this layer.
-        use_genetext, use_image
-            Use ``obsm["X_genetext"]`` / ``obsm["X_image"]`` when present.
+        n_top_genes, gene_selection, layer, use_genetext, use_image, n_neighbors
+            Data options, see :meth:`setup_anndata`.
         w_reconstruction, w_contrastive, w_neighbour
             Objective weights (0 switches an objective off).
-        n_neighbors
-            Spatial neighbours per spot (6 suits the Visium hexagonal grid).
-        graph_hops
-            Rounds of neighbour averaging in the encoder (0 = none).
-        encoder
-            Expression encoder: ``"mlp"`` (default) or ``"gcn"`` (its first layer a graph
-            convolution over the spot graph, GraphST/STAGATE-style).
-        knowledge_source, text_encoder, species
-            Gene knowledge for the text-conditioned decoder (see ``kbfm.tl.embed_genes``).
-        seed
-            Seed for initialisation, masks and splits.
+        graph_hops, encoder, knowledge_source, text_encoder, species, seed
+            Model options, see :class:`FusionModel`.
 
         Returns
         -------
         An untrained :class:`FusionModel`.
-        """
-        import scanpy as sc
 
-        if preset not in PRESETS:
-            msg = f"Unknown preset {preset!r}; choose from {sorted(PRESETS)}."
-            raise KbfmInputError(msg)
+        Examples
+        --------
+        >>> model = FusionModel.setup(adata, preset="tiny").train()  # doctest: +SKIP
+        """
+        check_preset(preset, PRESETS)
         for name, w in (
             ("w_reconstruction", w_reconstruction),
             ("w_contrastive", w_contrastive),
@@ -174,73 +340,69 @@ class FusionModel:
             if w < 0:
                 msg = f"{name} must be >= 0, got {w}."
                 raise KbfmInputError(msg)
-        if encoder not in ENCODERS:
-            msg = f"encoder must be one of {list(ENCODERS)}, got {encoder!r}."
-            raise KbfmInputError(msg)
-        if gene_selection not in ("auto", "spatial", "hvg"):
-            msg = f"gene_selection must be 'auto', 'spatial' or 'hvg', got {gene_selection!r}."
-            raise KbfmInputError(msg)
-        if gene_selection == "auto":
-            gene_selection = "spatial" if "spatial" in adata.obsm else "hvg"
-        if gene_selection == "spatial" and "spatial" not in adata.obsm:
-            msg = "gene_selection='spatial' needs obsm['spatial'] (spot coordinates)."
-            raise KbfmInputError(msg)
-        X, names = expression_matrix(adata, layer=layer)
-        if adata.n_obs < 20:
-            msg = f"FusionModel needs at least 20 spots for a validation split, got {adata.n_obs}."
-            raise KbfmInputError(msg)
-        if w_neighbour > 0 and "spatial" not in adata.obsm:
-            msg = (
-                "w_neighbour > 0 needs obsm['spatial'] (spot coordinates); "
-                "add it or set w_neighbour=0."
-            )
-            raise KbfmInputError(msg)
-        logn, counts = _log_normalised(X)
-        tmp = AnnData(logn)
-        tmp.var_names = [str(n) for n in names]
-        n_top = min(n_top_genes, tmp.n_vars)
-        if gene_selection == "spatial":
-            from ..pp.spatially_variable import morans_i_of_matrix, top_gene_flags
-
-            coords = np.asarray(adata.obsm["spatial"], dtype=np.float64)
-            flags = top_gene_flags(morans_i_of_matrix(logn, coords, n_neighbors), n_top)
-        else:
-            sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
-            flags = tmp.var["highly_variable"].to_numpy()
-        genes = list(tmp.var_names[flags])
-        values = tmp[:, genes].X
-        mean, std = values.mean(0), values.std(0) + 1e-6
-        gene_text = _gene_text(genes, knowledge_source, text_encoder, species)
-        _warn_when_knowledge_is_thin(gene_text, knowledge_source)
-        d_gt = (
-            adata.obsm["X_genetext"].shape[1] if use_genetext and "X_genetext" in adata.obsm else 0
-        )
-        d_im = adata.obsm["X_image"].shape[1] if use_image and "X_image" in adata.obsm else 0
-        config = FusionConfig(
-            genes=genes,
-            preset=preset,
-            n_neighbors=n_neighbors,
-            graph_hops=graph_hops,
-            encoder=encoder,
+        check_encoder(encoder)
+        resolve_gene_selection(adata, gene_selection)
+        check_neighbour_objective(adata, w_neighbour)
+        cls.setup_anndata(
+            adata,
+            layer=layer,
+            n_top_genes=n_top_genes,
             gene_selection=gene_selection,
             use_genetext=use_genetext,
             use_image=use_image,
-            d_genetext=int(d_gt),
-            d_image=int(d_im),
-            w_reconstruction=w_reconstruction,
-            w_contrastive=w_contrastive if d_im else 0.0,
-            w_neighbour=w_neighbour,
-            layer=layer,
-            knowledge_source=str(knowledge_source),
-            text_encoder=str(text_encoder),
-            species=species,
-            gene_mean=mean.tolist(),
-            gene_std=std.tolist(),
-            input_was_counts=counts,
-            seed=seed,
-            trained_on=_describe_data(adata),
+            n_neighbors=n_neighbors,
         )
-        return cls(adata, config, gene_text)
+        return cls(
+            adata,
+            preset=preset,
+            objectives={
+                "reconstruction": w_reconstruction,
+                "contrastive": w_contrastive,
+                "neighbour": w_neighbour,
+            },
+            encoder=encoder,
+            graph_hops=graph_hops,
+            knowledge_source=knowledge_source,
+            text_encoder=text_encoder,
+            species=species,
+            seed=seed,
+        )
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        p = PRESETS[cfg.preset]
+        on = {
+            "reconstruction": cfg.w_reconstruction,
+            "contrastive": cfg.w_contrastive,
+            "neighbour": cfg.w_neighbour,
+        }
+        objectives = ", ".join(f"{k} {w:g}" for k, w in on.items() if w > 0) or "none"
+        if self.module is None:
+            state = "not trained"
+        else:
+            parts = []
+            if self.loaded_from:
+                parts.append(f"loaded from {self.loaded_from} ({cfg.epochs_trained} epochs)")
+            if self.history:
+                calls = self._train_calls
+                parts.append(
+                    f"{len(self.history)} epochs here in {calls} train() call"
+                    + ("s" if calls != 1 else "")
+                )
+            state = "; ".join(parts) or "weights built, no epochs yet"
+        return (
+            f"FusionModel preset {cfg.preset!r} (latent {p.latent}, hidden {p.hidden}, "
+            f"depth {p.depth}), encoder {cfg.encoder!r}, {len(cfg.genes):,} genes "
+            f"({cfg.gene_selection}), {self.n_obs:,} spots\n"
+            f"  views: {', '.join(['expression', *self.views])}\n"
+            f"  objectives: {objectives}\n"
+            f"  training: {state}"
+        )
+
+    @property
+    def is_trained(self) -> bool:
+        """Whether the model has weights (trained here or loaded)."""
+        return self.module is not None
 
     def _prepare(self, adata: AnnData) -> None:
         from ._inputs import SpotInputs
@@ -479,60 +641,127 @@ class FusionModel:
         self._require_trained()
         return sum(p.numel() for p in self.module.parameters() if p.requires_grad)
 
+    # ---------------------------------------------------------------- imputation
+    def impute(self, genes: list[str]) -> pd.DataFrame:
+        """Predict expression of ``genes`` for every spot (:func:`kbfm.tl.impute` stores it).
+
+        Genes of the model's panel are decoded with their learned weights and returned as
+        log-normalised values; genes outside it that have knowledge text are decoded from
+        their text embedding only and returned as z-scores (their scale was never
+        observed); genes with neither are refused by name.
+
+        Parameters
+        ----------
+        genes
+            Genes to predict.
+
+        Returns
+        -------
+        Spots x genes (one column per distinct gene, in the order given), indexed by
+        ``adata.obs_names``.
+
+        Examples
+        --------
+        >>> table = model.impute(["CD3E", "FOXP3"])  # doctest: +SKIP
+        """
+        from ._impute import impute_genes
+
+        return impute_genes(self, genes)
+
     # ---------------------------------------------------------------- save / load
-    def save(self, folder: str | Path) -> Path:
-        """Save weights (safetensors) and config (JSON) into ``folder``."""
+    def save(self, folder: str | Path, *, overwrite: bool = False) -> Path:
+        """Save weights (safetensors) and config (JSON) into ``folder``.
+
+        The genes' text embeddings are stored once, in the weights file.
+
+        Parameters
+        ----------
+        folder
+            Created when missing.
+        overwrite
+            Write into an existing folder that holds files. Without it such a folder is
+            refused, except one holding exactly an earlier saved model, which is
+            replaced with a ``FutureWarning`` (a future version will refuse it too).
+
+        Returns
+        -------
+        ``folder``.
+
+        Examples
+        --------
+        >>> model.save("model/", overwrite=True)  # doctest: +SKIP
+        """
         from safetensors.torch import save_file
 
+        from ._persist import WEIGHTS_FILE, check_save_folder, write_config
+
         self._require_trained()
-        folder = Path(folder)
+        folder = check_save_folder(folder, overwrite=overwrite)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        atomic_write(folder / "model.safetensors", lambda tmp: save_file(state, tmp))
-        np_text = self.gene_text.tolist()
+        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
         config = asdict(self.config)
         config["epochs_trained"] = self.config.epochs_trained + len(self.history)
-        payload = {"config": config, "gene_text": np_text}
-        atomic_write_text(folder / "config.json", json.dumps(payload))
+        write_config(folder, config)
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, adata: AnnData) -> FusionModel:
-        """Load a saved model onto ``adata`` (genes aligned by name; missing ones reported).
+    def load(
+        cls, folder: str | Path, adata: AnnData, *, allow_missing_genes: bool = True
+    ) -> FusionModel:
+        """Load a saved model onto ``adata``, its genes matched by name.
 
-        Never unpickles: weights are safetensors, the rest JSON.
+        Like scvi-tools, loading checks the new data's ``var_names`` against the model's
+        genes; order does not matter (genes are matched by name). Missing genes are
+        filled with the training mean and the log says how many (``allow_missing_genes=
+        False`` refuses them instead); data with none of the genes is refused. Never
+        unpickles: weights are safetensors, the rest JSON. Folders saved by earlier
+        versions (gene text embeddings in ``config.json``) load too.
+
+        Parameters
+        ----------
+        folder
+            A folder written by :meth:`save`.
+        adata
+            The data to apply the model to.
+        allow_missing_genes
+            Accept data lacking some of the model's genes.
+
+        Returns
+        -------
+        The model, trained (``describe_transfer()`` says what was matched).
+
+        Examples
+        --------
+        >>> FusionModel.load("model/", new_adata, allow_missing_genes=False)  # doctest: +SKIP
         """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        folder = Path(folder)
-        cfg_path, weights = folder / "config.json", folder / "model.safetensors"
-        if not cfg_path.is_file() or not weights.is_file():
-            msg = f"{folder} is not a saved FusionModel (needs config.json and model.safetensors)."
-            raise KbfmInputError(msg)
-        try:
-            payload = json.loads(cfg_path.read_text())
-            config = FusionConfig(**payload["config"])
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            msg = f"{cfg_path} is not a valid FusionModel config: {err}"
-            raise KbfmInputError(msg) from None
-        model = cls(adata, config, np.asarray(payload["gene_text"], dtype=np.float32))
-        model._build()
-        try:
-            model.module.load_state_dict(load_file(str(weights)))
-        except (RuntimeError, SafetensorError) as err:
-            msg = f"Weights in {weights} do not fit the saved config: {str(err)[:300]}"
-            raise KbfmInputError(msg) from None
         import logging
 
-        log = logging.getLogger("kbfm")
-        if model.missing_genes:
-            log.warning(
-                "%d of the model's %d genes are missing from this data (filled with the "
-                "training mean): %s",
-                len(model.missing_genes),
-                len(config.genes),
-                preview(model.missing_genes),
+        from safetensors import SafetensorError
+
+        from ._persist import WEIGHTS_FILE, check_gene_match, read_folder
+
+        folder = Path(folder)
+        fields, state, gene_text = read_folder(folder)
+        try:
+            config = FusionConfig(**fields)
+        except TypeError as err:
+            msg = f"{folder / 'config.json'} is not a valid FusionModel config: {err}"
+            raise KbfmInputError(msg) from None
+        model = cls._from_config(adata, config, gene_text)
+        note = check_gene_match(
+            folder, config.genes, model.missing_genes, allow_missing_genes=allow_missing_genes
+        )
+        model._build()
+        try:
+            model.module.load_state_dict(state)
+        except (RuntimeError, SafetensorError) as err:
+            msg = (
+                f"Weights in {folder / WEIGHTS_FILE} do not fit the saved config: {str(err)[:300]}"
             )
+            raise KbfmInputError(msg) from None
+        log = logging.getLogger("kbfm")
+        if note:
+            log.warning(note)
         model.loaded_from = str(folder.resolve())
         log.info(model.describe_transfer())
         return model
@@ -557,6 +786,7 @@ class FusionModel:
         *,
         key_added: str = LATENT_KEY,
         batch_size: int | None = 16384,
+        allow_missing_genes: bool = True,
     ) -> FusionModel:
         """Embed a new slice with a saved model, without retraining.
 
@@ -575,6 +805,8 @@ class FusionModel:
             ``obsm`` key written.
         batch_size
             Spots per inference chunk.
+        allow_missing_genes
+            Accept a slice lacking some of the model's genes (see :meth:`load`).
 
         Returns
         -------
@@ -585,59 +817,6 @@ class FusionModel:
         >>> model = FusionModel.embed("model/", other_slice)  # doctest: +SKIP
         >>> kbfm.tl.domains(other_slice, n_domains=7)  # doctest: +SKIP
         """
-        model = cls.load(folder, adata)
+        model = cls.load(folder, adata, allow_missing_genes=allow_missing_genes)
         model.to_adata(key_added, batch_size=batch_size)
         return model
-
-
-def _gene_text(genes: list[str], source, encoder, species) -> np.ndarray:
-    from ..knowledge._gene_vectors import gene_vectors
-
-    try:
-        return gene_vectors(genes, source=source, encoder=encoder, species=species).matrix
-    except KbfmInputError as err:
-        import logging
-
-        from ..encoders import get_text_encoder
-
-        logging.getLogger("kbfm").warning(
-            "No gene-text knowledge for the model's genes (%s); the decoder will use its "
-            "per-gene weights only and cannot impute unmeasured genes.",
-            str(err)[:200],
-        )
-
-        return np.zeros((len(genes), get_text_encoder(encoder).dim), dtype=np.float32)
-
-
-KNOWLEDGE_WARN_FRACTION = 0.2
-
-
-def _describe_data(adata: AnnData) -> dict:
-    """What the model was trained on, for provenance (no data, only a fingerprint)."""
-    import hashlib
-
-    names = "\n".join(map(str, adata.obs_names)).encode()
-    return {
-        "n_spots": int(adata.n_obs),
-        "n_genes": int(adata.n_vars),
-        "library_ids": sorted(map(str, adata.uns.get("spatial", {}) or {})),
-        "obs_names_sha256": hashlib.sha256(names).hexdigest()[:16],
-        "filename": str(adata.filename) if adata.isbacked else None,
-    }
-
-
-def _warn_when_knowledge_is_thin(gene_text: np.ndarray, source) -> None:
-    """Say so when few of the model's genes carry gene text (the knowledge view is idle)."""
-    import logging
-
-    with_text = int((np.abs(gene_text).sum(1) > 0).sum())
-    if with_text and with_text < KNOWLEDGE_WARN_FRACTION * len(gene_text):
-        logging.getLogger("kbfm").warning(
-            "Only %d of the model's %d genes (%.0f%%) carry gene text in knowledge source "
-            "%r, so the knowledge-conditioned decoder rests on few genes; "
-            "knowledge_source='atlas' has a card for every gene.",
-            with_text,
-            len(gene_text),
-            100 * with_text / len(gene_text),
-            str(source),
-        )
