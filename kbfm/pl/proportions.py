@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError
 from ..io._spatial import spatial_coords
+from ._save import finish_figure, panel_axes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def proportions(
@@ -17,7 +26,11 @@ def proportions(
     ncols: int = 4,
     spot_size: float = 8.0,
     cmap: str = "viridis",
-):
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
+    return_fig: bool = False,
+) -> Figure:
     """One spatial panel per cell type, coloured by its proportion in each spot.
 
     Parameters
@@ -34,6 +47,18 @@ def proportions(
         Marker size.
     cmap
         Colour map.
+    ax
+        Axes to draw into, one per cell type (a list or array with at least that many;
+        ``ncols`` is then unused); ``None`` makes a new grid figure.
+    show
+        Show the figure: ``True`` always, ``False`` never, ``None`` only in an
+        interactive session, for a figure made here and not saved (never in scripts,
+        tests or CI, nor when drawing into your ``ax``).
+    save
+        Write the figure here (format from the suffix, written atomically); ``True``
+        writes ``figures/proportions.png``. A new figure is closed once saved.
+    return_fig
+        Return the figure (it is returned either way; kept for the common ``pl`` API).
 
     Returns
     -------
@@ -61,17 +86,31 @@ def proportions(
     values = np.asarray(P)
     xy = spatial_coords(adata)
     nrows = int(np.ceil(len(cell_types) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.8 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.set_axis_off()
-    for ax, ct in zip(axes.ravel(), cell_types, strict=False):
+    fig, axes, created = panel_axes(
+        ax,
+        len(cell_types),
+        function="kbfm.pl.proportions",
+        new=lambda: plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.8 * nrows), squeeze=False),
+    )
+    for panel in axes:
+        panel.set_axis_off()
+    for panel, ct in zip(axes, cell_types, strict=False):
         v = values[:, columns.index(ct)]
-        sc = ax.scatter(
+        sc = panel.scatter(
             xy[:, 0], xy[:, 1], c=v, s=spot_size, cmap=cmap, vmin=0, vmax=max(v.max(), 1e-6)
         )
-        ax.invert_yaxis()
-        ax.set_aspect("equal")
-        ax.set_title(f"{ct} (mean {v.mean():.2f})", fontsize=9)
-        fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.02)
-    fig.tight_layout()
-    return fig
+        panel.invert_yaxis()
+        panel.set_aspect("equal")
+        panel.set_title(f"{ct} (mean {v.mean():.2f})", fontsize=9)
+        fig.colorbar(sc, ax=panel, fraction=0.046, pad=0.02)
+    if created:
+        fig.tight_layout()
+    return finish_figure(
+        fig,
+        fig,
+        name="proportions",
+        created=created,
+        show=show,
+        save=save,
+        return_fig=return_fig,
+    )

@@ -62,9 +62,9 @@ def write_qc_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "qc_table.csv", lambda tmp: table.to_csv(tmp))
-    figures = {"qc_metrics.png": qc_metrics(adata, key=key, batch_key=batch_key)}
+    figures = {"qc_metrics.png": qc_metrics(adata, key=key, batch_key=batch_key, show=False)}
     if "spatial" in adata.obsm:
-        figures["qc_spatial.png"] = qc_spatial(adata, key=key)
+        figures["qc_spatial.png"] = qc_spatial(adata, key=key, show=False)
     for name, fig in figures.items():
         save_figure(fig, out / name, dpi=120)
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError
 from ..io._spatial import SPATIAL_KEY, library_id_for, spatial_coords
-from ._save import save_figure
+from ._save import finish_figure, panel_axes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 def _values(adata: AnnData, color: str) -> tuple[np.ndarray, str]:
@@ -43,9 +48,11 @@ def spatial_scatter(
     image: bool = True,
     spot_size: float | None = None,
     cmap: str = "viridis",
-    ax=None,
-    save: str | os.PathLike | None = None,
-):
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
+    return_fig: bool = False,
+) -> Axes | Figure:
     """Scatter spots over the stored H&E image, coloured by an obs/var/obsm value.
 
     Parameters
@@ -64,13 +71,21 @@ def spatial_scatter(
     cmap
         Colormap for numeric values.
     ax
-        Matplotlib axes to draw into.
+        Matplotlib axes to draw into (``None``: a new 6 x 6 inch figure).
+    show
+        Show the figure: ``True`` always, ``False`` never, ``None`` only in an
+        interactive session, for a figure made here and not saved (never in scripts,
+        tests or CI, nor when drawing into your ``ax``).
     save
-        Write the figure here (PNG/PDF by suffix).
+        Write the figure here (PNG/PDF by suffix, written atomically); ``True`` writes
+        ``figures/spatial_scatter.png``. A new figure is closed once saved; the figure
+        of an ``ax`` you passed is saved whole and left open.
+    return_fig
+        Return the figure instead of the axes.
 
     Returns
     -------
-    The matplotlib axes.
+    The matplotlib axes, or the figure when ``return_fig``.
 
     Examples
     --------
@@ -88,8 +103,9 @@ def spatial_scatter(
             if image and res in lib.get("images", {}):
                 img, scale = lib["images"][res], float(factors[f"tissue_{res}_scalef"])
                 break
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 6))
+    fig, (ax,), created = panel_axes(
+        ax, 1, function="kbfm.pl.spatial_scatter", new=lambda: plt.subplots(figsize=(6, 6))
+    )
     if img is not None:
         ax.imshow(img)
     xy = coords * scale
@@ -121,9 +137,15 @@ def spatial_scatter(
         ax.invert_yaxis()
     ax.set_aspect("equal")
     ax.set_axis_off()
-    if save is not None:
-        save_figure(ax.figure, save, dpi=150, close=False)
-    return ax
+    return finish_figure(
+        fig,
+        ax,
+        name="spatial_scatter",
+        created=created,
+        show=show,
+        save=save,
+        return_fig=return_fig,
+    )
 
 
 def patch_mosaic(
@@ -136,8 +158,11 @@ def patch_mosaic(
     patch=None,
     mpp: float | None = None,
     color: str | None = None,
-    save: str | os.PathLike | None = None,
-):
+    ax: Axes | Sequence[Axes] | None = None,
+    show: bool | None = None,
+    save: str | os.PathLike | bool | None = None,
+    return_fig: bool = False,
+) -> Figure:
     """Grid of the patches around chosen spots (what the image encoder sees).
 
     Parameters
@@ -156,8 +181,18 @@ def patch_mosaic(
         Microns per slide pixel, when neither the slide nor ``adata`` knows it.
     color
         Optional obs/var/obsm value printed above each patch.
+    ax
+        Axes to draw into, one per patch (a list or array with at least as many as there
+        are spots; ``ncols`` is then unused); ``None`` makes a new grid figure.
+    show
+        Show the figure: ``True`` always, ``False`` never, ``None`` only in an
+        interactive session, for a figure made here and not saved (never in scripts,
+        tests or CI, nor when drawing into your ``ax``).
     save
-        Write the figure here.
+        Write the figure here (format from the suffix, written atomically); ``True``
+        writes ``figures/patch_mosaic.png``. A new figure is closed once saved.
+    return_fig
+        Return the figure (it is returned either way; kept for the common ``pl`` API).
 
     Returns
     -------
@@ -183,11 +218,16 @@ def patch_mosaic(
     patches, _ = extract_patches(opened, spatial_coords(adata)[idx], patch or PatchSpec())
     labels = _values(adata, color)[0][idx] if color else None
     nrows = int(np.ceil(len(names) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.1 * nrows), squeeze=False)
-    for k, ax in enumerate(axes.ravel()):
-        ax.set_axis_off()
+    fig, axes, created = panel_axes(
+        ax,
+        len(names),
+        function="kbfm.pl.patch_mosaic",
+        new=lambda: plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.1 * nrows), squeeze=False),
+    )
+    for k, panel in enumerate(axes):
+        panel.set_axis_off()
         if k < len(names):
-            ax.imshow(patches[k])
+            panel.imshow(patches[k])
             title = (
                 names[k]
                 if labels is None
@@ -195,8 +235,15 @@ def patch_mosaic(
                 if (np.asarray(labels).dtype.kind in "biuf")
                 else f"{names[k]}\n{labels[k]}"
             )
-            ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    if save is not None:
-        save_figure(fig, save, dpi=150, close=False)
-    return fig
+            panel.set_title(title, fontsize=7)
+    if created:
+        fig.tight_layout()
+    return finish_figure(
+        fig,
+        fig,
+        name="patch_mosaic",
+        created=created,
+        show=show,
+        save=save,
+        return_fig=return_fig,
+    )
