@@ -35,7 +35,7 @@ from _data import DATA_ROOT, skipped
 
 import kbfm
 from kbfm.knowledge import CellOntology, marker_sets
-from kbfm.tl._prototypes import resolve_candidates
+from kbfm.tl.annotate._prototypes import resolve_candidates
 
 RESULTS = Path(__file__).parent / "results"
 SKIPPED: list[dict] = []

@@ -53,7 +53,7 @@ from anndata import AnnData
 
 import kbfm
 from kbfm.knowledge import CellOntology, marker_sets
-from kbfm.tl._prototypes import resolve_candidates
+from kbfm.tl.annotate._prototypes import resolve_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -127,8 +127,8 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     adata.obsm["X_umap_genetext"] = umap
 
     runs = {
-        "zero_shot": {"method": "zero_shot", "groupby": "auto"},
-        "zero_shot_cell_level": {"method": "zero_shot", "groupby": None},
+        "zero_shot": {"method": "zero_shot", "groupby": "auto", "encoder": encoder},
+        "zero_shot_cell_level": {"method": "zero_shot", "groupby": None, "encoder": encoder},
         "baseline_marker_score": {"method": "marker_score", "groupby": None},
         "baseline_marker_score_cluster_level": {
             "method": "marker_score",
@@ -138,7 +138,7 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     truth = adata.obs["cell_type_id"].astype(str).tolist()
     metrics: dict = {}
     for key, kw in runs.items():
-        tl.annotate(adata, candidates=DEMO_CANDIDATES, encoder=encoder, key_added=key, **kw)
+        tl.annotate(adata, candidates=DEMO_CANDIDATES, key_added=key, **kw)
         pred = adata.obs[f"{key}_id"].astype(str).tolist()
         metrics[key] = tl.evaluate_annotation(truth, pred, ontology=ontology)
     overlap = _marker_overlap_baseline(adata, DEMO_CANDIDATES, ontology)

@@ -102,3 +102,43 @@ def test_query_finds_the_named_cell_type(simulated):
     nk_id = CellOntology.load().term("natural killer cell").id
     is_nk = simulated.obs["cell_type"].astype(str) == nk_id
     assert simulated.obs.loc[is_nk, "nk"].mean() > simulated.obs.loc[~is_nk, "nk"].mean() + 0.1
+
+
+def _same_annotation(a, b, key="kbfm_celltype"):
+    assert a.obs[key].tolist() == b.obs[key].tolist()
+    assert a.obs[f"{key}_id"].tolist() == b.obs[f"{key}_id"].tolist()
+    np.testing.assert_array_equal(a.obs[f"{key}_score"], b.obs[f"{key}_score"])
+    np.testing.assert_array_equal(a.obsm[f"{key}_scores"], b.obsm[f"{key}_scores"])
+    first, second = (dict(x.uns["kbfm"]["annotate"]) for x in (a, b))
+    first.pop("timestamp"), second.pop("timestamp")
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("method", "function"),
+    [("zero_shot", kbfm.tl.annotate_zero_shot), ("marker_score", kbfm.tl.annotate_marker_score)],
+)
+def test_method_function_equals_the_dispatcher(simulated, method, function):
+    kw = {"candidates": [*TYPES, "T cell"], "groupby": "auto", "copy": True}
+    _same_annotation(kbfm.tl.annotate(simulated, method=method, **kw), function(simulated, **kw))
+
+
+def test_dispatcher_refuses_an_option_of_another_method(simulated):
+    with pytest.raises(KbfmInputError, match=r"llm='openai:gpt-4' \(method='llm'\)"):
+        kbfm.tl.annotate(simulated, method="marker_score", llm="openai:gpt-4", tissue="brain")
+    with pytest.raises(KbfmInputError, match=r"source='builtin' \(method='zero_shot'\)"):
+        kbfm.tl.annotate(simulated, method="llm", source="builtin", llm="dry-run")
+    assert "kbfm" not in simulated.uns  # refused before any work
+
+
+def test_dispatcher_accepts_shared_options_and_defaults(simulated):
+    # tissue and groupby are every method's; an option left at its default is no option.
+    kbfm.tl.annotate(
+        simulated, method="marker_score", candidates=TYPES, tissue="blood", llm="smollm2"
+    )
+    assert simulated.uns["kbfm"]["annotate"]["method"] == "marker_score"
+
+
+def test_method_functions_take_only_their_own_options(simulated):
+    with pytest.raises(TypeError, match="llm"):
+        kbfm.tl.annotate_marker_score(simulated, llm="openai:gpt-4")

@@ -22,7 +22,7 @@ from kbfm.knowledge.consensus_markers import load_consensus_knowledge, load_line
 from kbfm.knowledge.gene_cards import atlas_knowledge, compose_card
 from kbfm.knowledge.gene_table import gene_table
 from kbfm.knowledge.species import detect_species
-from kbfm.tl._candidates import TISSUE_LINEAGES, resolve_candidates
+from kbfm.tl.annotate._candidates import TISSUE_LINEAGES, resolve_candidates
 
 
 @pytest.fixture(scope="module")

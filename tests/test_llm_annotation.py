@@ -10,7 +10,7 @@ import kbfm
 from kbfm._errors import KbfmInputError, KbfmUnavailableError
 from kbfm.encoders.llm import get_llm
 from kbfm.prompts import list_prompts, load_prompt
-from kbfm.tl.annotate_llm import map_to_ontology, parse_answer_lines
+from kbfm.tl.annotate.llm import map_to_ontology, parse_answer_lines
 
 
 @pytest.fixture
@@ -221,3 +221,26 @@ def test_describe_regions_prompts_and_answers(pbmc):
     assert "over-expresses these genes" in prompt and "%" in prompt
     dry = kbfm.tl.describe_regions(pbmc, groupby="cluster", llm="dry-run")
     assert all("Spatial domain" in p for p in dry.values())
+
+
+def test_annotate_llm_equals_the_dispatcher(pbmc):
+    kw = {"llm": "dry-run", "groupby": "cluster", "tissue": "blood", "copy": True}
+    via_dispatcher = kbfm.tl.annotate(pbmc, method="llm", **kw)
+    direct = kbfm.tl.annotate_llm(pbmc, **kw)
+    a, b = (x.uns["kbfm"]["annotate_llm_dry_run"] for x in (via_dispatcher, direct))
+    a.pop("timestamp"), b.pop("timestamp")
+    assert a == b
+
+
+def test_cli_refuses_an_llm_option_for_marker_score(tmp_path):
+    from typer.testing import CliRunner
+
+    from kbfm.cli import app
+
+    missing = tmp_path / "never_read.h5ad"  # not there: the check comes before reading
+    args = ["annotate", str(missing), "--method", "marker_score", "--llm", "openai:gpt-4"]
+    result = CliRunner().invoke(app, [*args, "--tissue", "brain"])
+    assert result.exit_code == 2
+    assert "llm='openai:gpt-4' (method='llm')" in result.output
+    result = CliRunner().invoke(app, ["annotate", str(missing), "--base-url", "http://x/v1"])
+    assert result.exit_code == 2 and "method='llm'" in result.output

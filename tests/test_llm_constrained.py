@@ -14,7 +14,7 @@ from anndata import AnnData
 
 import kbfm
 from kbfm.encoders.llm import LLM, ChatResult
-from kbfm.tl.annotate_llm import SCORED_ANSWER, answer_line, llm_cluster_answers
+from kbfm.tl.annotate.llm import SCORED_ANSWER, answer_line, llm_cluster_answers
 
 MARKERS = {
     "0": ["MS4A1", "CD79A", "CD19"],
@@ -81,7 +81,7 @@ def test_constrained_scores_the_prompted_answer_line(ontology, retrieval):
 
 
 def test_answer_line_matches_what_the_parser_reads():
-    from kbfm.tl.annotate_llm import parse_answer_lines
+    from kbfm.tl.annotate.llm import parse_answer_lines
 
     line = answer_line("7", "CD14-positive monocyte")
     assert parse_answer_lines(line, ["7"]) == {"7": "CD14-positive monocyte"}

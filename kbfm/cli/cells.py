@@ -105,6 +105,21 @@ def annotate(
 ) -> None:
     """Annotate cells with Cell Ontology types into obs['kbfm_celltype']."""
     from .. import tl
+    from ..tl.annotate import check_method_options
+
+    # Refuse another method's options before reading the file (--base-url and --timeout
+    # become llm_options).
+    llm_flags = {"base_url": base_url, "timeout": timeout}
+    run_guarded(
+        lambda: check_method_options(
+            method,
+            source=source,
+            encoder=encoder,
+            llm=llm,
+            llm_options={k: v for k, v in llm_flags.items() if v is not None} or None,
+            constrained=constrained,
+        )
+    )
 
     cands = candidates.split(",") if candidates and "," in candidates else candidates
     if cands == "all":

@@ -1,6 +1,6 @@
 """Tools: compute results into the AnnData (scanpy-style ``tl``)."""
 
-from .annotate import annotate
+from .annotate import annotate, annotate_llm, annotate_marker_score, annotate_zero_shot
 from .combine_embeddings import combine_embeddings
 from .deconvolve import deconvolve
 from .describe_regions import describe_regions
@@ -17,6 +17,9 @@ from .spatial_context import spatial_context
 __all__ = [
     "ExpressionPredictor",
     "annotate",
+    "annotate_llm",
+    "annotate_marker_score",
+    "annotate_zero_shot",
     "combine_embeddings",
     "deconvolve",
     "describe_regions",

@@ -62,7 +62,7 @@ def describe_regions(
     from ..knowledge.retrieval import marker_facts
     from ..knowledge.species import resolve_species
     from ..prompts import load_prompt
-    from .annotate_llm import top_markers
+    from .annotate.llm import top_markers
 
     if groupby not in adata.obs:
         msg = f"obs[{groupby!r}] not found; run kbfm.tl.domains first or pass groupby=."

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._errors import KbfmInputError
-from ..encoders import TextEncoder, encode_texts
+from ..._errors import KbfmInputError
+from ...encoders import TextEncoder, encode_texts
 
 PROTOTYPE_KINDS = ("card", "markers", "card+markers")
 
@@ -93,7 +93,7 @@ def build_prototypes(
     -------
     A :class:`CellTypePrototypes`.
     """
-    from ..knowledge import marker_sets
+    from ...knowledge import marker_sets
 
     if kind not in PROTOTYPE_KINDS:
         msg = f"Unknown prototype kind {kind!r}; choose from {PROTOTYPE_KINDS}."

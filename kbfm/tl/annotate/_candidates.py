@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .._errors import KbfmInputError, closest_names, preview
+from ..._errors import KbfmInputError, closest_names, preview
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ def knowledge_bearing_types(
     ``min_sources`` drops consensus types backed by fewer marker sources (kbfm's
     curated types are always kept).
     """
-    from ..knowledge import marker_sets
-    from ..knowledge.consensus_markers import load_consensus_knowledge
+    from ...knowledge import marker_sets
+    from ...knowledge.consensus_markers import load_consensus_knowledge
 
     curated = set(marker_sets(species=species, source="curated"))
     support = load_consensus_knowledge().n_sources
@@ -102,7 +102,7 @@ def _branch(name: str, ontology, bearing: set) -> list[str]:
 
 def lineage_members(lineages: Sequence[str], ontology, bearing: set) -> list[str]:
     """Knowledge-bearing CL ids of the given cellconsensus lineages."""
-    from ..knowledge.consensus_markers import load_consensus_knowledge
+    from ...knowledge.consensus_markers import load_consensus_knowledge
 
     wanted = set(lineages)
     ck = load_consensus_knowledge()
@@ -130,11 +130,11 @@ def lineages_from_data(
     ``(lineages, votes)``: the lineages voted for (sorted), and
     ``{group: "lineage" or "lineage+lineage"}``.
     """
-    from ..knowledge.consensus_markers import load_lineage_markers
+    from ...knowledge.consensus_markers import load_lineage_markers
 
     lineage_genes = load_lineage_markers()
     if species == "mouse":
-        from ..knowledge.gene_symbols import gene_sets_to_mouse
+        from ...knowledge.gene_symbols import gene_sets_to_mouse
 
         lineage_genes = gene_sets_to_mouse({k: v[:top_n] for k, v in lineage_genes.items()})
     column = {str(g).upper(): i for i, g in enumerate(gene_names)}

@@ -8,8 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 from anndata import AnnData
 
-from .._errors import KbfmInputError
-from .._scale import looks_like_counts
+from ..._errors import KbfmInputError
+from ..._scale import looks_like_counts
+from ._inputs import CELLTYPE_KEY, prepare_inputs, write_scores
 
 
 def marker_score_matrix(
@@ -48,8 +49,8 @@ def marker_score_matrix(
     """
     import scanpy as sc
 
-    from .._expression import log_normalise
-    from ..knowledge import marker_sets
+    from ..._expression import log_normalise
+    from ...knowledge import marker_sets
 
     tmp = AnnData(log_normalise(X) if looks_like_counts(X) else X.astype(np.float32))
     upper = [str(g).upper() for g in gene_names]
@@ -91,3 +92,78 @@ def marker_score_matrix(
         msg = "None of the candidate cell types has a marker gene among the data's genes."
         raise KbfmInputError(msg)
     return scores, list(cell_type_ids)
+
+
+def annotate_marker_score(
+    adata: AnnData,
+    *,
+    candidates: object = "auto",
+    groupby: str | None = None,
+    layer: str | None = None,
+    use_raw: bool = False,
+    species: str = "auto",
+    tissue: str | None = None,
+    key_added: str = CELLTYPE_KEY,
+    copy: bool = False,
+) -> AnnData | None:
+    """Annotate cells (or clusters) with the cell type whose curated markers score highest.
+
+    The classic baseline: ``scanpy.tl.score_genes`` on each candidate's marker genes
+    (see :func:`marker_score_matrix`), highest score wins. ``annotate(method=
+    "marker_score")`` calls this function.
+
+    Parameters
+    ----------
+    adata
+        Non-negative log-normalised expression (or counts) in ``X``, a layer or ``raw``.
+    candidates
+        ``"auto"``, an ontology branch, ``None`` (every type with markers) or a list of
+        ids/labels, as in :func:`kbfm.tl.annotate_zero_shot`.
+    groupby
+        Annotate groups instead of cells: an ``obs`` column, or ``"auto"`` for Leiden
+        clusters computed here (stored in ``obs["kbfm_clusters"]``); a group's score
+        is the mean over its cells.
+    layer, use_raw
+        Where to read expression (see :func:`kbfm.tl.annotate_zero_shot`).
+    species
+        Marker species; ``"auto"``: detected from the gene names.
+    tissue
+        Tissue of the sample: chooses the ``candidates="auto"`` lineages.
+    key_added
+        Prefix of the ``obs`` keys written.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy=True``. Writes ``obs[key_added]`` (label),
+    ``obs[key_added + "_id"]`` (CL id), ``obs[key_added + "_score"]`` (marker score of
+    the winner), ``obsm[key_added + "_scores"]`` (all candidates) and
+    ``uns["kbfm"]["annotate"]``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, kbfm
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> kbfm.tl.annotate_marker_score(adata, use_raw=True, candidates="hematopoietic cell")
+    >>> adata.obs["kbfm_celltype"].value_counts().index[0]  # doctest: +SKIP
+    """
+    inputs = prepare_inputs(
+        adata,
+        method="marker_score",
+        candidates=candidates,
+        groupby=groupby,
+        layer=layer,
+        use_raw=use_raw,
+        species=species,
+        tissue=tissue,
+    )
+    scores, label_ids = marker_score_matrix(
+        inputs.X,
+        inputs.names,
+        inputs.candidate_ids,
+        ontology=inputs.ontology,
+        species=inputs.species,
+    )
+    inputs.params["markers"] = "kbfm curated marker table"
+    return write_scores(adata, scores, label_ids, inputs, key_added=key_added, copy=copy)

@@ -10,17 +10,22 @@ log-likelihood, so small local models give usable answers.
 
 from __future__ import annotations
 
+import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._errors import KbfmInputError
-from ..encoders._llm_cache import cached_chat
-from ..encoders.llm import LLM, DryRunLLM, estimate_tokens, get_llm
-from ..prompts import load_prompt
+from ..._errors import KbfmInputError
+from ._inputs import AUTO_CLUSTER_KEY, CELLTYPE_KEY, prepare_inputs
+
+if TYPE_CHECKING:
+    from ...encoders.llm import LLM
+
+logger = logging.getLogger(__name__)
 
 UNMAPPED = "unmapped"
 
@@ -31,8 +36,8 @@ def top_markers(
     """Top ``top_n`` marker genes per group (Wilcoxon, scanpy), most specific first."""
     import scanpy as sc
 
-    from .._expression import log_normalise
-    from .._scale import looks_like_counts
+    from ..._expression import log_normalise
+    from ..._scale import looks_like_counts
 
     tmp = AnnData(log_normalise(X) if looks_like_counts(X) else X.astype(np.float32))
     tmp.var_names = [str(g) for g in gene_names]
@@ -72,7 +77,7 @@ def map_to_ontology(
     synonym, also after dropping a plural "s"), ``"embedding"`` (nearest label by text
     embedding with cosine >= ``threshold``) or ``"unmapped"``.
     """
-    from ..encoders import encode_texts
+    from ...encoders import encode_texts
 
     out: list[tuple[str | None, str, float]] = []
     pool = candidates or sorted(ontology.terms)
@@ -147,13 +152,17 @@ def llm_cluster_answers(
     ``(raw answer per group, confidence per group, info)``; ``info`` holds prompt id,
     version and, for a dry run, the prompts and a token estimate.
     """
+    from ...encoders._llm_cache import cached_chat
+    from ...encoders.llm import DryRunLLM, estimate_tokens
+    from ...prompts import load_prompt
+
     template = load_prompt("celltype_annotation", version=2 if retrieval else 1)
     groups = list(markers)
     info: dict = {"prompt": template.key, "prompt_sha256": template.sha256}
     labels = [ontology.terms[c].label for c in candidates]
     facts: dict[str, list[str]] = {}
     if retrieval:
-        from ..knowledge.retrieval import marker_facts
+        from ...knowledge.retrieval import marker_facts
 
         every = {g for genes in markers.values() for g in genes}
         facts = marker_facts(every, species, candidates=labels)
@@ -199,11 +208,6 @@ def llm_cluster_answers(
     return answers, {g: 1.0 if answers[g] else 0.0 for g in groups}, info
 
 
-def get_llm_for_annotation(llm, llm_options: dict | None):
-    """Resolve the LLM argument of :func:`kbfm.tl.annotate`."""
-    return get_llm(llm, **(llm_options or {}))
-
-
 def annotate_groups_with_llm(
     adata: AnnData,
     X,
@@ -223,9 +227,9 @@ def annotate_groups_with_llm(
     params: dict,
     retrieval: bool = True,
 ) -> None:
-    """Run LLM annotation of ``groups`` and write the results into ``adata`` (see annotate)."""
-    from .._provenance import record_step
-    from ..encoders.llm import HFCausalLM
+    """Run LLM annotation of ``groups`` and write the results into ``adata``."""
+    from ..._provenance import record_step
+    from ...encoders.llm import DryRunLLM, HFCausalLM, get_llm
 
     model = get_llm(llm, **(llm_options or {}))
     use_constrained = isinstance(model, HFCausalLM) if constrained is None else bool(constrained)
@@ -268,3 +272,119 @@ def annotate_groups_with_llm(
         answers={g: answers[g] for g in group_ids},
     )
     record_step(adata, "annotate", key_added=key_added, **params)
+
+
+def annotate_llm(
+    adata: AnnData,
+    *,
+    candidates: object = "auto",
+    groupby: str | None = None,
+    layer: str | None = None,
+    use_raw: bool = False,
+    species: str = "auto",
+    tissue: str | None = None,
+    llm: object = "smollm2",
+    llm_options: dict | None = None,
+    constrained: bool | None = None,
+    top_n: int = 10,
+    retrieval: bool = True,
+    key_added: str = CELLTYPE_KEY,
+    cache: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Annotate clusters by asking an LLM to name them from their top marker genes.
+
+    GPTCelltype-style: the top markers of each group (Wilcoxon) go into the versioned
+    prompt ``celltype_annotation``; each answer is mapped onto the Cell Ontology (exact
+    label or synonym, else the nearest candidate by text embedding) or reported as
+    unmapped, and the raw answer is kept. ``llm="dry-run"`` only records the prompts
+    and a token estimate. ``annotate(method="llm")`` calls this function.
+
+    Parameters
+    ----------
+    adata
+        Non-negative log-normalised expression (or counts) in ``X``, a layer or ``raw``.
+    candidates
+        ``"auto"``, an ontology branch, ``None`` (every type with markers) or a list of
+        ids/labels, as in :func:`kbfm.tl.annotate_zero_shot`.
+    groupby
+        The groups to name: an ``obs`` column, or ``"auto"`` (also for ``None``: an LLM
+        names clusters, never single cells) for Leiden clusters computed here (stored
+        in ``obs["kbfm_clusters"]``).
+    layer, use_raw
+        Where to read expression (see :func:`kbfm.tl.annotate_zero_shot`).
+    species
+        Species named in the prompt; ``"auto"``: detected from the gene names.
+    tissue
+        Tissue of the sample: chooses the ``candidates="auto"`` lineages and is named in
+        the prompt.
+    llm, llm_options
+        ``"smollm2"`` (offline, tiny), ``"dry-run"``, ``"hf:<id or path>"``,
+        ``"openai:<model>"``, and backend options such as
+        ``{"base_url": ..., "api_key_env": ...}``.
+    constrained
+        Score the candidates by log-likelihood instead of free text (default: on for
+        local models, off for HTTP endpoints).
+    top_n
+        Marker genes per group in the prompt.
+    retrieval
+        Put, after each marker gene, the cell types kbfm's knowledge says it marks, and
+        list the allowed candidates in the prompt (``celltype_annotation`` v2);
+        ``False`` gives the genes alone (v1).
+    key_added
+        Prefix of the ``obs`` keys written.
+    cache
+        Reuse cached answers of the same model to the same prompt.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy=True``. Writes ``obs[key_added]`` (label),
+    ``obs[key_added + "_id"]`` (CL id), ``obs[key_added + "_score"]`` (confidence),
+    ``obs[key_added + "_raw"]`` (the answer), ``obs[key_added + "_mapping"]`` (how it was
+    mapped) and ``uns["kbfm"]["annotate"]``; a dry run writes only
+    ``uns["kbfm"]["annotate_llm_dry_run"]``.
+
+    Examples
+    --------
+    >>> import scanpy as sc, kbfm
+    >>> adata = sc.datasets.pbmc68k_reduced()
+    >>> kbfm.tl.annotate_llm(adata, groupby="louvain", tissue="blood", llm="dry-run")
+    >>> adata.uns["kbfm"]["annotate_llm_dry_run"]["estimated_prompt_tokens"]  # doctest: +SKIP
+    """
+    if groupby is None:
+        groupby = "auto"
+        logger.info("method='llm' annotates clusters: groupby='auto' (Leiden) is used.")
+    inputs = prepare_inputs(
+        adata,
+        method="llm",
+        candidates=candidates,
+        groupby=groupby,
+        layer=layer,
+        use_raw=use_raw,
+        species=species,
+        tissue=tissue,
+    )
+    adata = adata.copy() if copy else adata
+    if groupby == "auto":
+        adata.obs[AUTO_CLUSTER_KEY] = pd.Categorical(inputs.groups)
+    annotate_groups_with_llm(
+        adata,
+        inputs.X,
+        inputs.names,
+        inputs.groups,
+        inputs.candidate_ids,
+        ontology=inputs.ontology,
+        llm=llm,
+        llm_options=llm_options,
+        species=inputs.species,
+        tissue=tissue or "unknown tissue",
+        constrained=constrained,
+        top_n=top_n,
+        key_added=key_added,
+        cache=cache,
+        params=inputs.params,
+        retrieval=retrieval,
+    )
+    return adata if copy else None
