@@ -8,9 +8,8 @@ from typing import Any
 
 from anndata import AnnData
 
+from ._keys import UNS_KEY
 from ._version import __version__
-
-UNS_KEY = "kbfm"
 
 
 def _h5ad_safe(value: Any) -> Any:

@@ -26,9 +26,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._errors import KbfmInputError
+from ._keys import DISTANCES_KEY, GRAPH_KEY
 
-GRAPH_KEY = "spatial_connectivities"
-DISTANCES_KEY = "spatial_distances"
 log = logging.getLogger("kbfm")
 
 __all__ = [
@@ -40,7 +39,7 @@ __all__ = [
     "radius_neighbours",
     "ring_neighbours",
     "spatial_adjacency",
-    "spatial_connectivities",
+    GRAPH_KEY,
     "spatial_knn_graph",
 ]
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ._atomic import atomic_write_text
+from ._keys import CELL_TEXT_KEY, CELLTYPE_KEY, DOMAIN_KEY
 from ._version import __version__
 from .datasets.pbmc import PBMC68K_LABEL_TO_CL
 
@@ -73,7 +74,7 @@ def _spatial_domains(out: Path) -> dict:
     embedding_panels(
         spots,
         basis="spatial",
-        color=["domain", "kbfm_domain"],
+        color=["domain", DOMAIN_KEY],
         titles=["generated layers (truth)", f"kbfm domains (ARI {scores['ari']:.2f})"],
         path=out / "spatial_domains.png",
         point_size=14,
@@ -121,7 +122,7 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     tl.embed_genes(adata, encoder=encoder)
     tl.embed_cells(adata, encoder=encoder, weighting="relative")
     sc.pp.neighbors(
-        adata, use_rep="X_genetext", n_neighbors=15, random_state=0, key_added="genetext"
+        adata, use_rep=CELL_TEXT_KEY, n_neighbors=15, random_state=0, key_added="genetext"
     )
     umap = sc.tl.umap(adata, neighbors_key="genetext", random_state=0, copy=True).obsm["X_umap"]
     adata.obsm["X_umap_genetext"] = umap
@@ -152,7 +153,7 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     pred = adata.obs["zero_shot_open_id"].astype(str).tolist()
     metrics["zero_shot_open_auto"] = tl.evaluate_annotation(truth, pred, ontology=ontology)
     metrics["zero_shot_open_auto"]["n_candidates"] = open_run["n_candidates"]
-    adata.obs["kbfm_celltype"] = adata.obs["zero_shot"]
+    adata.obs[CELLTYPE_KEY] = adata.obs["zero_shot"]
     adata.obs["kbfm_celltype_id"] = adata.obs["zero_shot_id"]
     adata.obs["kbfm_celltype_score"] = adata.obs["zero_shot_score"]
     tl.query(adata, "natural killer cell", key_added="query_nk")
@@ -161,7 +162,7 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     embedding_panels(
         adata,
         basis="X_umap",
-        color=["cell_type", "kbfm_celltype", "baseline_marker_score"],
+        color=["cell_type", CELLTYPE_KEY, "baseline_marker_score"],
         titles=[
             "truth (sorted populations)",
             "kbfm zero-shot (cluster level)",
@@ -172,7 +173,7 @@ def run_demo(out: str | os.PathLike, *, encoder: str = "minilm") -> dict:
     embedding_panels(
         adata,
         basis="X_umap_genetext",
-        color=["cell_type", "kbfm_celltype"],
+        color=["cell_type", CELLTYPE_KEY],
         titles=["GenePT-w embedding: truth", "GenePT-w embedding: kbfm zero-shot"],
         path=out / "genetext_umap.png",
     )

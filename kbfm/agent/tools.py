@@ -17,6 +17,7 @@ from pathlib import Path
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import CELL_TEXT_KEY, CELLTYPE_KEY, DOMAIN_KEY, HAS_KNOWLEDGE_KEY
 
 
 @dataclass
@@ -170,7 +171,7 @@ def embed(
     adata = session.require_data()
     tl.embed_genes(adata)
     tl.embed_cells(adata, weighting=weighting)
-    n = int(adata.var["kbfm_has_knowledge"].sum())
+    n = int(adata.var[HAS_KNOWLEDGE_KEY].sum())
     return f"embedded {adata.n_obs} observations using {n} genes with knowledge."
 
 
@@ -196,7 +197,7 @@ def annotate_cell_types(
 
     adata = session.require_data()
     tl.annotate(adata, method=method, candidates=candidates, groupby="auto", tissue=tissue or None)
-    counts = adata.obs["kbfm_celltype"].value_counts().head(8)
+    counts = adata.obs[CELLTYPE_KEY].value_counts().head(8)
     return "cell types: " + ", ".join(f"{k} ({v})" for k, v in counts.items())
 
 
@@ -211,12 +212,12 @@ def query_cells(session: AgentSession, text: str) -> str:
     from .. import tl
 
     adata = session.require_data()
-    if "X_genetext" not in adata.obsm:
+    if CELL_TEXT_KEY not in adata.obsm:
         embed(session)
     tl.query(adata, text, key_added="kbfm_agent_query")
     top = adata.obs.sort_values("kbfm_agent_query", ascending=False).head(20)
-    if "kbfm_celltype" in adata.obs:
-        mix = top["kbfm_celltype"].value_counts().head(3).to_dict()
+    if CELLTYPE_KEY in adata.obs:
+        mix = top[CELLTYPE_KEY].value_counts().head(3).to_dict()
         return f"top-20 matches for {text!r} are mostly: {mix}"
     best = top["kbfm_agent_query"].iloc[0]
     return f"scores for {text!r} in obs['kbfm_agent_query'] (max {best:.3f})"
@@ -251,11 +252,11 @@ def plot_embedding(session: AgentSession, color: str) -> str:
     from ..pl import embedding_panels
 
     adata = session.require_data()
-    if "X_genetext" not in adata.obsm:
+    if CELL_TEXT_KEY not in adata.obsm:
         embed(session)
     if "X_umap_genetext" not in adata.obsm:
-        tmp = AnnData(obs=adata.obs[[]].copy(), obsm={"X_genetext": adata.obsm["X_genetext"]})
-        sc.pp.neighbors(tmp, use_rep="X_genetext", random_state=0)
+        tmp = AnnData(obs=adata.obs[[]].copy(), obsm={CELL_TEXT_KEY: adata.obsm[CELL_TEXT_KEY]})
+        sc.pp.neighbors(tmp, use_rep=CELL_TEXT_KEY, random_state=0)
         sc.tl.umap(tmp, random_state=0)
         adata.obsm["X_umap_genetext"] = tmp.obsm["X_umap"]
     safe = re.sub(r"[^A-Za-z0-9_]+", "_", color)[:40]
@@ -282,10 +283,10 @@ def find_domains(session: AgentSession, n_domains: int = 7) -> str:
     if not 2 <= int(n_domains) <= 50:
         msg = f"n_domains must be between 2 and 50, got {n_domains}."
         raise KbfmInputError(msg)
-    if "X_genetext" not in adata.obsm:
+    if CELL_TEXT_KEY not in adata.obsm:
         embed(session)
-    tl.domains(adata, n_domains=int(n_domains), use_rep="X_genetext", smooth=True)
-    sizes = adata.obs["kbfm_domain"].astype(str).value_counts().to_dict()
+    tl.domains(adata, n_domains=int(n_domains), use_rep=CELL_TEXT_KEY, smooth=True)
+    sizes = adata.obs[DOMAIN_KEY].astype(str).value_counts().to_dict()
     return f"{len(sizes)} domains in obs['kbfm_domain']; spots per domain: {sizes}"
 
 

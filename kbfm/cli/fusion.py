@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from .._keys import LATENT_KEY
 from ._common import (
     InPath,
     OutOpt,
@@ -58,7 +59,7 @@ def embed(
     path: InPath,
     model_dir: Annotated[Path, typer.Option("--model", help="A saved FusionModel folder.")],
     out: OutOpt = None,
-    key: Annotated[str, typer.Option(help="obsm key to write.")] = "X_kbfm",
+    key: Annotated[str, typer.Option(help="obsm key to write.")] = LATENT_KEY,
 ) -> None:
     """Embed a new slice with a trained FusionModel (no retraining) into obsm['X_kbfm']."""
     from ..models import FusionModel

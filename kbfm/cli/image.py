@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .._keys import IMAGE_KEY
+
 
 def _read_input(path: Path, slide: Path | None, spots: Path | None, mpp: float | None):
     """Read an .h5ad, a Space Ranger folder or a legacy ST counts table."""
@@ -80,7 +82,7 @@ def embed_image_cmd(
         Optional[int],  # noqa: UP045
         typer.Option(help="DataLoader workers reading patches."),
     ] = None,
-    key_added: Annotated[str, typer.Option(help="obsm key of the embedding.")] = "X_image",
+    key_added: Annotated[str, typer.Option(help="obsm key of the embedding.")] = IMAGE_KEY,
 ) -> None:
     """Embed the H&E around every spot with an image encoder into obsm[KEY_ADDED]."""
     from .._errors import KbfmInputError
@@ -135,7 +137,7 @@ def predict_expression_cmd(
         Optional[str],  # noqa: UP045
         typer.Option(help="obs column with sections (default: one section per file)."),
     ] = None,
-    use_rep: Annotated[str, typer.Option(help="obsm key of the embedding.")] = "X_image",
+    use_rep: Annotated[str, typer.Option(help="obsm key of the embedding.")] = IMAGE_KEY,
     n_genes: Annotated[int, typer.Option(help="Most variable genes to predict.")] = 50,
     n_pcs: Annotated[int, typer.Option(help="PCA components (HEST: 256).")] = 256,
     predict: Annotated[

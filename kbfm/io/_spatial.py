@@ -8,10 +8,10 @@ import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
+from .._keys import MPP_KEY as MPP_KEY
+from .._keys import SOURCE_IMAGE_KEY as SOURCE_IMAGE_KEY
+from .._keys import SPATIAL_KEY
 
-SPATIAL_KEY = "spatial"  # obsm: full-resolution pixels (x, y); uns: per-library images
-MPP_KEY = "microns_per_pixel"  # uns["spatial"][lib]["metadata"]
-SOURCE_IMAGE_KEY = "source_image_path"  # uns["spatial"][lib]["metadata"]
 #: Below this share of spots on detected tissue, readers and embed_image warn of a
 #: mismatch. Calibrated on HER2ST C2-C5 (benchmarks' data): aligned sections give
 #: 0.99-1.0, and 0.72-0.83 when blended 90% towards white (pale, fatty tissue); spots

@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError
-from ._spatial import MPP_KEY, SOURCE_IMAGE_KEY, SPATIAL_KEY, on_tissue_fraction, warn_if_off_tissue
+from .._keys import MPP_KEY, SOURCE_IMAGE_KEY, SPATIAL_KEY
+from ._spatial import on_tissue_fraction, warn_if_off_tissue
 
 logger = logging.getLogger(__name__)
 

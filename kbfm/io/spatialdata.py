@@ -27,9 +27,10 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
+from .._keys import MPP_KEY, SOURCE_IMAGE_KEY, SPATIAL_KEY
 from .._provenance import record_step
 from ._sdata_image import channels_first, export_tiff, image_levels, slide_as_dask, thumbnail
-from ._spatial import MPP_KEY, SOURCE_IMAGE_KEY, SPATIAL_KEY, library_id_for
+from ._spatial import library_id_for
 from .visium import VISIUM_SPOT_DIAMETER_UM
 
 if TYPE_CHECKING:

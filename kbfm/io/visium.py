@@ -11,13 +11,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import KbfmInputError
-from ._spatial import (
-    MPP_KEY,
-    SOURCE_IMAGE_KEY,
-    SPATIAL_KEY,
-    on_tissue_fraction,
-    warn_if_off_tissue,
-)
+from .._keys import MPP_KEY, SOURCE_IMAGE_KEY, SPATIAL_KEY
+from ._spatial import on_tissue_fraction, warn_if_off_tissue
 
 #: Diameter of a Visium spot in microns (used to derive microns per pixel).
 VISIUM_SPOT_DIAMETER_UM = 55.0

@@ -16,12 +16,12 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError, preview
 from .._expression import log_normalised as _log_normalised
+from .._keys import CELL_TEXT_KEY, IMAGE_KEY, SETUP_KEY
 from .._validate import expression_matrix
 from .._version import __version__
 
-SETUP_KEY = "_kbfm_fusion_setup"
 GENE_SELECTIONS = ("auto", "spatial", "hvg")
-VIEW_KEYS = ("X_genetext", "X_image")
+VIEW_KEYS = (CELL_TEXT_KEY, IMAGE_KEY)
 MIN_SPOTS = 20
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._keys import CELL_TEXT_KEY, IMAGE_KEY
 from ._graph import neighbourhood, spatial_tiles, torch_adjacency
 
 FULL_BATCH_MAX_SPOTS = 20_000
@@ -103,7 +104,7 @@ class Batches:
         if m.adjacency is not None:
             sub = m.adjacency if nodes is None else m.adjacency[nodes][:, nodes]
             adj = torch_adjacency(sub, dev)
-        return x, view("X_genetext"), view("X_image"), adj
+        return x, view(CELL_TEXT_KEY), view(IMAGE_KEY), adj
 
     def nodes(self, seeds: np.ndarray) -> np.ndarray:
         if self.model.adjacency is None:

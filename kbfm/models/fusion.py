@@ -34,6 +34,7 @@ from anndata import AnnData
 
 from .._atomic import atomic_write
 from .._errors import KbfmInputError, preview
+from .._keys import CELL_TEXT_KEY, IMAGE_KEY, LATENT_KEY
 from .._provenance import record_step
 from .._settings import settings
 from .._validate import expression_matrix
@@ -55,8 +56,6 @@ from ._setup import SETUP_KEY, read_setup, resolve_gene_selection, setup_anndata
 
 if TYPE_CHECKING:
     import pandas as pd
-
-LATENT_KEY = "X_kbfm"
 
 
 @dataclass(frozen=True)
@@ -170,8 +169,8 @@ class FusionModel:
         genes = record["genes"]
         gene_text = gene_text_matrix(genes, knowledge_source, text_encoder, species)
         warn_when_knowledge_is_thin(gene_text, knowledge_source)
-        d_gt = record["views"].get("X_genetext", 0)
-        d_im = record["views"].get("X_image", 0)
+        d_gt = record["views"].get(CELL_TEXT_KEY, 0)
+        d_im = record["views"].get(IMAGE_KEY, 0)
         config = FusionConfig(
             genes=genes,
             preset=preset,
@@ -419,8 +418,8 @@ class FusionModel:
         self.missing_genes = self._inputs.missing
         self.views = {}
         for key, dim, on in (
-            ("X_genetext", cfg.d_genetext, cfg.use_genetext),
-            ("X_image", cfg.d_image, cfg.use_image),
+            (CELL_TEXT_KEY, cfg.d_genetext, cfg.use_genetext),
+            (IMAGE_KEY, cfg.d_image, cfg.use_image),
         ):
             if on and dim:
                 if key not in adata.obsm:

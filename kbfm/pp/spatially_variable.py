@@ -10,13 +10,11 @@ from anndata import AnnData
 
 from .._errors import KbfmInputError
 from .._expression import log_normalised
+from .._keys import MORANS_I_KEY, SVG_KEY
 from .._provenance import record_step
 from .._spatial_graph import spatial_knn_graph
 from .._validate import expression_matrix
 from ..io._spatial import spatial_coords
-
-MORANS_I_KEY = "kbfm_morans_i"
-SVG_KEY = "kbfm_spatially_variable"
 
 
 def morans_i_of_matrix(logn: np.ndarray, coords: np.ndarray, n_neighbors: int) -> np.ndarray:

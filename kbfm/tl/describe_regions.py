@@ -5,6 +5,7 @@ from __future__ import annotations
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import CELLTYPE_KEY, DOMAIN_KEY
 from .._provenance import record_step
 from .._validate import expression_matrix
 
@@ -12,7 +13,7 @@ from .._validate import expression_matrix
 def describe_regions(
     adata: AnnData,
     *,
-    groupby: str = "kbfm_domain",
+    groupby: str = DOMAIN_KEY,
     composition_key: str | None = None,
     llm: object = "smollm2",
     llm_options: dict | None = None,
@@ -67,8 +68,8 @@ def describe_regions(
     if groupby not in adata.obs:
         msg = f"obs[{groupby!r}] not found; run kbfm.tl.domains first or pass groupby=."
         raise KbfmInputError(msg)
-    if composition_key is None and "kbfm_celltype" in adata.obs:
-        composition_key = "kbfm_celltype"
+    if composition_key is None and CELLTYPE_KEY in adata.obs:
+        composition_key = CELLTYPE_KEY
     if composition_key is not None and composition_key not in adata.obs:
         msg = f"composition_key={composition_key!r} is not a column of adata.obs."
         raise KbfmInputError(msg)

@@ -8,11 +8,10 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import DOMAIN_KEY, LATENT_KEY
 from .._provenance import record_step
 from .._spatial_graph import kneighbors
 from ..io._spatial import spatial_coords
-
-DOMAIN_KEY = "kbfm_domain"
 
 
 def smooth_labels(labels: np.ndarray, coords: np.ndarray, n_neighbors: int = 6) -> np.ndarray:
@@ -42,7 +41,7 @@ def domains(
     adata: AnnData,
     *,
     n_domains: int,
-    use_rep: str = "X_kbfm",
+    use_rep: str = LATENT_KEY,
     method: str = "gmm",
     n_pcs: int | None = None,
     covariance: str = "tied",

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._dask import check_block, dask_matrix, full_width, gene_moments, map_rows, shared
 from .._errors import KbfmInputError
+from .._keys import CELL_TEXT_KEY, HAS_KNOWLEDGE_KEY
 from .._provenance import record_step
 from .._settings import settings
 from .._validate import check_adata, expression_matrix
@@ -23,7 +24,6 @@ from .embed_genes import GENE_TEXT_KEY
 
 logger = logging.getLogger(__name__)
 
-CELL_TEXT_KEY = "X_genetext"
 SENTENCE_TEMPLATE = "A cell with genes ranked by expression: {genes}"
 
 
@@ -195,7 +195,7 @@ def cell_sentences(
 
 def _can_reuse_gene_text(adata: AnnData, source: object, enc: TextEncoder, use_raw: bool) -> bool:
     """Whether ``varm[GENE_TEXT_KEY]`` was built with this source and encoder."""
-    if use_raw or GENE_TEXT_KEY not in adata.varm or "kbfm_has_knowledge" not in adata.var:
+    if use_raw or GENE_TEXT_KEY not in adata.varm or HAS_KNOWLEDGE_KEY not in adata.var:
         return False
     if adata.varm[GENE_TEXT_KEY].shape[1] != enc.dim:
         return False
@@ -320,7 +320,7 @@ def embed_cells(
             source = DEFAULT_GENE_KNOWLEDGE
         if reuse:
             genes = np.asarray(adata.varm[GENE_TEXT_KEY], dtype=np.float32)
-            keep = np.asarray(adata.var["kbfm_has_knowledge"], dtype=bool)
+            keep = np.asarray(adata.var[HAS_KNOWLEDGE_KEY], dtype=bool)
             params["gene_embeddings"] = f"adata.varm[{GENE_TEXT_KEY!r}]"
         else:
             vectors = gene_vectors(names, source=source, encoder=enc, species=species, cache=cache)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from anndata import AnnData
 
+from .._keys import GENE_TEXT_KEY, HAS_KNOWLEDGE_KEY, SYMBOL_KEY
 from .._provenance import record_step
 from .._validate import check_adata
 from ..encoders import DEFAULT_TEXT_ENCODER, TextEncoder
 from ..knowledge._gene_vectors import gene_vectors
 from ..knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
-
-GENE_TEXT_KEY = "kbfm_gene_text"
 
 
 def embed_genes(
@@ -74,8 +73,8 @@ def embed_genes(
     )
     adata = adata.copy() if copy else adata
     adata.varm[key_added] = vectors.matrix
-    adata.var["kbfm_has_knowledge"] = vectors.has_knowledge
-    adata.var["kbfm_symbol"] = [s if s is not None else "" for s in vectors.symbols]
+    adata.var[HAS_KNOWLEDGE_KEY] = vectors.has_knowledge
+    adata.var[SYMBOL_KEY] = [s if s is not None else "" for s in vectors.symbols]
     record_step(
         adata,
         "embed_genes",

@@ -13,6 +13,7 @@ from anndata import AnnData
 
 from .._cache import EmbeddingCache
 from .._errors import KbfmInputError
+from .._keys import IMAGE_KEY
 from .._provenance import record_step
 from .._settings import settings
 from .._validate import check_adata
@@ -188,7 +189,7 @@ def embed_image(
     batch_size: int | None = None,
     num_workers: int | None = None,
     cache: EmbeddingCache | bool = True,
-    key_added: str = "X_image",
+    key_added: str = IMAGE_KEY,
     copy: bool = False,
 ) -> AnnData | None:
     """Embed a patch of fixed physical size around every spot.

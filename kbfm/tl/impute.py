@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from anndata import AnnData
 
+from .._keys import IMPUTED_KEY
 from .._provenance import record_step
-
-IMPUTED_KEY = "kbfm_imputed"
 
 
 def impute(adata: AnnData, model, *, genes: list[str], key_added: str = IMPUTED_KEY) -> None:

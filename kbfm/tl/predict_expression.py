@@ -19,12 +19,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import IMAGE_KEY, PREDICTED_KEY, RESULT_KEY
 from .._provenance import record_step
 from .._validate import check_adata, expression_matrix
 
 logger = logging.getLogger(__name__)
-PREDICTED_KEY = "kbfm_predicted_expression"
-RESULT_KEY = "kbfm_predict_expression"
 
 
 def normalized_expression(
@@ -101,7 +100,7 @@ class ExpressionPredictor:
         target: np.ndarray,
         genes: list[str],
         *,
-        use_rep: str = "X_image",
+        use_rep: str = IMAGE_KEY,
         n_pcs: int = 256,
         alpha: float | None = None,
         seed: int = 0,
@@ -187,7 +186,7 @@ def _splits(adata: AnnData, groupby: str | None, n_splits: int, seed: int):
 def predict_expression(
     adata: AnnData,
     *,
-    use_rep: str = "X_image",
+    use_rep: str = IMAGE_KEY,
     groupby: str | None = None,
     genes: list[str] | None = None,
     n_genes: int = 50,
@@ -302,7 +301,7 @@ def predict_expression(
 def fit_expression_predictor(
     adata: AnnData,
     *,
-    use_rep: str = "X_image",
+    use_rep: str = IMAGE_KEY,
     genes: list[str] | None = None,
     n_genes: int = 50,
     n_pcs: int = 256,

@@ -9,6 +9,7 @@ from anndata import AnnData
 
 from .._dask import full_width, is_dask, map_rows
 from .._errors import KbfmInputError
+from .._keys import GENE_TEXT_KEY, HAS_KNOWLEDGE_KEY, SYMBOL_KEY
 from .._provenance import record_step
 from ..encoders import TextEncoder, encode_texts, get_text_encoder
 from .embed_cells import CELL_TEXT_KEY
@@ -107,7 +108,7 @@ def query(
         species = recorded.get("species") or resolve_species("auto", adata.var_names)
     vec = encode_texts([text], enc)[0]
     prior_used = ""
-    if ontology_prior and "kbfm_gene_text" in adata.varm:
+    if ontology_prior and GENE_TEXT_KEY in adata.varm:
         from ..knowledge import CellOntology, marker_sets
 
         term_id = CellOntology.load().lookup(text)
@@ -116,14 +117,12 @@ def query(
                 g.upper()
                 for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])
             }
-            symbols = (
-                adata.var.get("kbfm_symbol", adata.var_names.to_series()).astype(str).str.upper()
-            )
+            symbols = adata.var.get(SYMBOL_KEY, adata.var_names.to_series()).astype(str).str.upper()
             rows = np.flatnonzero(
-                symbols.isin(genes).to_numpy() & adata.var["kbfm_has_knowledge"].to_numpy()
+                symbols.isin(genes).to_numpy() & adata.var[HAS_KNOWLEDGE_KEY].to_numpy()
             )
             if rows.size:
-                mean = np.asarray(adata.varm["kbfm_gene_text"])[rows].mean(axis=0)
+                mean = np.asarray(adata.varm[GENE_TEXT_KEY])[rows].mean(axis=0)
                 vec = vec + mean / max(np.linalg.norm(mean), 1e-12)
                 prior_used = term_id
     vec = (vec / max(np.linalg.norm(vec), 1e-12)).astype(np.float32)

@@ -6,6 +6,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import IMAGE_KEY
 from .._provenance import record_step
 from .._spatial_graph import ring_neighbours
 from ..io._spatial import spatial_coords
@@ -14,7 +15,7 @@ from ..io._spatial import spatial_coords
 def spatial_context(
     adata: AnnData,
     *,
-    use_rep: str = "X_image",
+    use_rep: str = IMAGE_KEY,
     rings: float = 1.0,
     groupby: str | None = None,
     key_added: str | None = None,

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import CELL_TEXT_KEY, CELLTYPE_KEY, DOMAIN_KEY, LATENT_KEY
 from .data import PREFERRED_COLORS, Progress, report_progress
 
 #: Where a Cell Ontology term is shown to the user.
@@ -85,7 +86,7 @@ def annotate_clusters(
         pd.DataFrame(
             {
                 "cluster": obs[key].astype(str),
-                "cell type": obs["kbfm_celltype"].astype(str),
+                "cell type": obs[CELLTYPE_KEY].astype(str),
                 "CL id": obs["kbfm_celltype_id"].astype(str),
                 "score": obs["kbfm_celltype_score"].astype(float),
             }
@@ -219,7 +220,7 @@ def find_domains(
     if not 2 <= k <= min(30, adata.n_obs - 1):
         msg = f"Number of domains must be between 2 and {min(30, adata.n_obs - 1)}, got {k}."
         raise KbfmInputError(msg)
-    rep = "X_kbfm" if "X_kbfm" in adata.obsm else "X_genetext"
+    rep = LATENT_KEY if LATENT_KEY in adata.obsm else CELL_TEXT_KEY
     if rep not in adata.obsm:
         msg = "No embedding to cluster: load the data again so it is embedded."
         raise KbfmInputError(msg)
@@ -235,6 +236,6 @@ def find_domains(
         n_init=3,
         smooth="spatial" in adata.obsm,
     )
-    sizes = adata.obs["kbfm_domain"].astype(str).value_counts()
+    sizes = adata.obs[DOMAIN_KEY].astype(str).value_counts()
     report_progress(progress, 1.0, "Domains done")
     return pd.DataFrame({"domain": sizes.index, "spots": sizes.to_numpy()})

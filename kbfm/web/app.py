@@ -10,6 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from .._errors import KbfmInputError, KbfmUnavailableError
+from .._keys import CELLTYPE_KEY, DOMAIN_KEY
 from . import actions
 from .session import SessionStore, WebSession
 
@@ -158,14 +159,14 @@ def build_app(store: SessionStore, *, max_upload_mb: float = 200.0) -> gr.Blocks
             progress=progress,
         )
         options = actions.color_options(session.adata)
-        tissue_img, umap_img = _views(session, "kbfm_celltype")
+        tissue_img, umap_img = _views(session, CELLTYPE_KEY)
         n = session.adata.uns["kbfm"]["annotate"]["n_candidates"]
         note = f"{len(table)} clusters annotated from {n} candidate Cell Ontology types."
         return (
             actions.annotation_table_html(table),
             note,
             tissue_img or umap_img,
-            gr.update(choices=options, value="kbfm_celltype"),
+            gr.update(choices=options, value=CELLTYPE_KEY),
         )
 
     @shown_errors("Query")
@@ -184,7 +185,7 @@ def build_app(store: SessionStore, *, max_upload_mb: float = 200.0) -> gr.Blocks
     def on_domains(k, session, progress=gr.Progress()):  # noqa: B008 - Gradio injects it
         session = _require_data(session)
         sizes = actions.find_domains(session.adata, k, progress=progress)
-        tissue_img, umap_img = _views(session, "kbfm_domain")
+        tissue_img, umap_img = _views(session, DOMAIN_KEY)
         text = ", ".join(f"domain {r.domain}: {r.spots}" for r in sizes.itertuples())
         note = f"{len(sizes)} domains in `obs['kbfm_domain']` (spots per domain: {text})."
         groupings = ["auto", *actions.group_options(session.adata)]

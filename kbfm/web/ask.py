@@ -8,6 +8,7 @@ from pathlib import Path
 from anndata import AnnData
 
 from .._errors import KbfmInputError, KbfmUnavailableError
+from .._keys import CELLTYPE_KEY
 
 
 def agent_backends() -> dict[str, str]:
@@ -51,13 +52,13 @@ def scripted_plan(adata: AnnData) -> list[tuple[str, dict]]:
     ``(tool, arguments)`` pairs for :class:`kbfm.agent.ScriptedPolicy`.
     """
     plot = (
-        ("plot_spatial", {"color": "kbfm_celltype"})
+        ("plot_spatial", {"color": CELLTYPE_KEY})
         if "spatial" in adata.obsm
-        else ("plot_embedding", {"color": "kbfm_celltype"})
+        else ("plot_embedding", {"color": CELLTYPE_KEY})
     )
     return [
         ("annotate_cell_types", {}),
-        ("summarize_column", {"column": "kbfm_celltype"}),
+        ("summarize_column", {"column": CELLTYPE_KEY}),
         plot,
     ]
 

@@ -12,12 +12,13 @@ import pandas as pd
 from anndata import AnnData
 
 from .._errors import KbfmInputError
+from .._keys import CELL_TEXT_KEY, CELLTYPE_KEY, DOMAIN_KEY
 
 #: ``callable(fraction, description)``, e.g. ``gr.Progress()``.
 Progress = Callable[[float, str], object]
 
 #: obs columns offered first as colours, when present.
-PREFERRED_COLORS = ("kbfm_celltype", "kbfm_domain", "region", "cell_type", "kbfm_clusters")
+PREFERRED_COLORS = (CELLTYPE_KEY, DOMAIN_KEY, "region", "cell_type", "kbfm_clusters")
 
 #: Columns with more categories than this are not offered as colours (ids, barcodes).
 MAX_CATEGORIES = 60
@@ -171,7 +172,7 @@ def prepare(adata: AnnData, *, progress: Progress | None = None) -> AnnData:
     """
     from .. import tl
 
-    if "X_genetext" not in adata.obsm:
+    if CELL_TEXT_KEY not in adata.obsm:
         report_progress(progress, 0.05, "Embedding gene knowledge with the text encoder")
         tl.embed_genes(adata)
         report_progress(progress, 0.5, "Embedding cells (GenePT-w)")
@@ -180,8 +181,8 @@ def prepare(adata: AnnData, *, progress: Progress | None = None) -> AnnData:
         import scanpy as sc
 
         report_progress(progress, 0.7, "Computing the UMAP of the knowledge embedding")
-        tmp = AnnData(obs=adata.obs[[]].copy(), obsm={"X_genetext": adata.obsm["X_genetext"]})
-        sc.pp.neighbors(tmp, use_rep="X_genetext", n_neighbors=15, random_state=0)
+        tmp = AnnData(obs=adata.obs[[]].copy(), obsm={CELL_TEXT_KEY: adata.obsm[CELL_TEXT_KEY]})
+        sc.pp.neighbors(tmp, use_rep=CELL_TEXT_KEY, n_neighbors=15, random_state=0)
         sc.tl.umap(tmp, random_state=0)
         adata.obsm["X_umap"] = tmp.obsm["X_umap"]
     report_progress(progress, 1.0, "Ready")
