@@ -39,7 +39,7 @@ __all__ = [
     "radius_neighbours",
     "ring_neighbours",
     "spatial_adjacency",
-    GRAPH_KEY,
+    "spatial_connectivities",
     "spatial_knn_graph",
 ]
 

@@ -107,3 +107,17 @@ def test_benchmark_tables_included(site):
     page = (site / "benchmarks" / "index.html").read_text()
     assert "<table" in page
     assert first.split(" (")[0] in page
+
+
+@pytest.mark.slow
+def test_every_tutorial_is_rendered_as_a_page(site):
+    scripts = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+    assert scripts
+    for script in scripts:
+        page = site / "tutorials" / script.stem / "index.html"
+        assert page.is_file(), f"notebooks/{script.name} has no page in the site"
+        html = page.read_text()
+        assert f"notebooks/{script.name}" in html  # the source note
+        assert 'class="highlight"' in html  # code cells as highlighted Python
+        title = next(line for line in script.read_text().splitlines() if line.startswith("# # "))
+        assert title[4:].strip().split(":")[0] in html
