@@ -9,9 +9,9 @@ from _paths import SHARED as SHARED_PATH
 from anndata import AnnData
 
 from kbfm._errors import KbfmInputError
-from kbfm.tl import _deconv_inputs
-from kbfm.tl._deconv_knowledge import smooth_signatures
+from kbfm.tl.deconvolve import _inputs as _deconv_inputs
 from kbfm.tl.deconvolve import deconvolve
+from kbfm.tl.deconvolve._signatures import smooth_signatures
 
 SHARED = SHARED_PATH
 LYMPH = SHARED / "deconv" / "spacexr"
@@ -266,3 +266,61 @@ def test_mouse_spatial_against_human_reference_through_orthologs():
     assert step["gene_match"]["how"] == "orthologs"
     assert step["gene_match"]["species"] == "mouse"
     assert rmse(spots.obsm["kbfm_proportions"], truth) < 0.08
+
+
+def _same_deconvolution(a, b):
+    np.testing.assert_array_equal(a.obsm["kbfm_proportions"], b.obsm["kbfm_proportions"])
+    assert (
+        a.obsm["kbfm_proportions"].columns.tolist() == b.obsm["kbfm_proportions"].columns.tolist()
+    )
+    assert a.var.equals(b.var)
+    first, second = (dict(x.uns["kbfm"]["deconvolve"]) for x in (a, b))
+    first.pop("timestamp"), second.pop("timestamp")
+    assert first == second
+
+
+@pytest.mark.parametrize(
+    ("method", "function", "kw"),
+    [
+        ("nnls", "deconvolve_nnls", {}),
+        ("poisson", "deconvolve_poisson", {"n_epochs": 50, "seed": 1}),
+        ("knowledge", "deconvolve_knowledge", {"n_epochs": 50, "smoothing": 0.5}),
+    ],
+)
+def test_method_function_equals_the_dispatcher(pair, method, function, kw):
+    import kbfm
+
+    spots, reference, _, _ = pair
+    via_dispatcher = deconvolve(spots, reference, method=method, copy=True, **kw)
+    direct = getattr(kbfm.tl, function)(spots, reference, copy=True, **kw)
+    _same_deconvolution(via_dispatcher, direct)
+
+
+def test_zero_shot_function_equals_the_dispatcher(pair):
+    from kbfm.tl import deconvolve_knowledge
+
+    spots, _, _, _ = pair
+    markers = {f"type{k}": [f"G{i}" for i in range(20 * k, 20 * k + 20)] for k in range(4)}
+    kw = {"markers": markers, "n_epochs": 50, "copy": True}
+    _same_deconvolution(
+        deconvolve(spots, method="knowledge", **kw), deconvolve_knowledge(spots, **kw)
+    )
+
+
+def test_dispatcher_refuses_an_option_of_another_method(pair):
+    spots, reference, _, _ = pair
+    with pytest.raises(KbfmInputError, match=r"n_epochs=200 \(method='poisson' or method='kn"):
+        deconvolve(spots, reference, method="nnls", n_epochs=200)
+    with pytest.raises(KbfmInputError, match=r"smoothing=5.0 \(method='knowledge'\)"):
+        deconvolve(spots, reference, method="poisson", smoothing=5.0)
+    assert "kbfm" not in spots.uns  # refused before any work
+
+
+def test_method_functions_take_only_their_own_options(pair):
+    from kbfm.tl import deconvolve_nnls
+
+    spots, reference, _, _ = pair
+    with pytest.raises(TypeError, match="n_epochs"):
+        deconvolve_nnls(spots, reference, n_epochs=10)
+    with pytest.raises(KbfmInputError, match="needs reference="):
+        deconvolve_nnls(spots, None)

@@ -47,3 +47,14 @@ def test_deconvolve_command_bad_label_key(tmp_path):
     )
     assert result.exit_code == 2
     assert "no obs['x'] column" in result.output
+
+
+def test_deconvolve_command_refuses_an_option_of_another_method(tmp_path):
+    app = typer.Typer()
+    app.command()(deconvolve_cmd)
+    missing = tmp_path / "never_read.h5ad"  # not there: the check comes before reading
+    args = [str(missing), "--method", "nnls", "--n-epochs", "200", "--cell-types", "B cell"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "n_epochs=200 (method='poisson' or method='knowledge')" in result.output
+    assert "cell_types=['B cell'] (method='knowledge')" in result.output

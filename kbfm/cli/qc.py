@@ -85,13 +85,20 @@ def deconvolve_cmd(
     from .._atomic import atomic_write
     from ..io import read_h5ad, write_h5ad
     from ..pl._save import save_figure
-    from ..tl.deconvolve import deconvolve
+    from ..tl.deconvolve import check_method_options, deconvolve
     from ._common import output_path, run_guarded
+
+    types = [c.strip() for c in cell_types.split(",")] if cell_types else None
+    # Refuse another method's options before reading any file.
+    run_guarded(
+        lambda: check_method_options(
+            method, cell_types=types, n_epochs=n_epochs, knowledge_source=source
+        )
+    )
 
     def go():
         spots = read_h5ad(path)
         ref = read_h5ad(reference) if reference is not None else None
-        types = [c.strip() for c in cell_types.split(",")] if cell_types else None
         deconvolve(
             spots,
             ref,

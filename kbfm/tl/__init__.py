@@ -2,7 +2,7 @@
 
 from .annotate import annotate, annotate_llm, annotate_marker_score, annotate_zero_shot
 from .combine_embeddings import combine_embeddings
-from .deconvolve import deconvolve
+from .deconvolve import deconvolve, deconvolve_knowledge, deconvolve_nnls, deconvolve_poisson
 from .describe_regions import describe_regions
 from .domains import domains, evaluate_domains
 from .embed_cells import embed_cells, genept_w_stream
@@ -22,6 +22,9 @@ __all__ = [
     "annotate_zero_shot",
     "combine_embeddings",
     "deconvolve",
+    "deconvolve_knowledge",
+    "deconvolve_nnls",
+    "deconvolve_poisson",
     "describe_regions",
     "domains",
     "embed_cells",

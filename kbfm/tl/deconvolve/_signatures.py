@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .._errors import KbfmInputError, preview
+from ..._errors import KbfmInputError, preview
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _panel_markers(
     markers (a dentate gyrus granule cell, which has no marker list, borrows from its
     hippocampal-neuron ancestor).
     """
-    from ..knowledge.cell_ontology import GENERIC_TERMS
+    from ...knowledge.cell_ontology import GENERIC_TERMS
 
     own = shallow.get(cid, [])
     if panel is None:
@@ -155,7 +155,7 @@ def resolve_cell_types(
             "labels, synonyms or CL ids, e.g. ['B cell', 'T cell', 'macrophage']) or markers=."
         )
         raise KbfmInputError(msg)
-    from ..knowledge import CellOntology, marker_sets
+    from ...knowledge import CellOntology, marker_sets
 
     onto = CellOntology.load()
     ids, labels = [], []

@@ -10,9 +10,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._errors import KbfmInputError, KbfmUnavailableError, closest_names, preview
-from .._validate import expression_matrix
-from ..pp._detect import detect_scale, guess_species
+from ..._errors import KbfmInputError, KbfmUnavailableError, closest_names, preview
+from ..._validate import expression_matrix
+from ...pp._detect import detect_scale, guess_species
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _detect_species(names: list[str], given: str, what: str) -> str:
 
 def _convert_orthologs(names: list[str], source: str, target: str) -> list[str | None]:
     try:
-        from .. import knowledge
+        from ... import knowledge
     except ImportError as err:
         msg = "Ortholog mapping needs kbfm.knowledge, which could not be imported."
         raise KbfmUnavailableError(msg) from err
@@ -136,7 +136,7 @@ def _convert_orthologs(names: list[str], source: str, target: str) -> list[str |
 
 
 def _symbol_map(names: list[str], species: str) -> list[str | None]:
-    from ..knowledge import normalize_symbols
+    from ...knowledge import normalize_symbols
 
     symbols, _ = normalize_symbols(names, species=species)
     return list(symbols)
