@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .._keys import LATENT_KEY
+from ._choices import GeneSelection, Preset
 from ._common import (
     InPath,
     OutOpt,
@@ -20,10 +21,12 @@ def train(
     path: InPath,
     model_dir: Annotated[Path, typer.Option("--model-dir", help="Where to save the model.")],
     out: OutOpt = None,
-    preset: Annotated[str, typer.Option(help="tiny, base or large.")] = "base",
+    preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.base,
     source: SourceOpt = "atlas",
     max_epochs: Annotated[int, typer.Option(help="Upper bound on epochs.")] = 300,
-    gene_selection: Annotated[str, typer.Option(help="auto, spatial (Moran's I) or hvg.")] = "auto",
+    gene_selection: Annotated[
+        GeneSelection, typer.Option(help="auto, spatial (Moran's I) or hvg.")
+    ] = GeneSelection.auto,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Save into --model-dir even if it holds files.")
@@ -41,9 +44,9 @@ def train(
             check_save_folder(model_dir, overwrite=overwrite)  # refuse before training
         model = FusionModel.setup(
             adata,
-            preset=preset,
+            preset=preset.value,
             knowledge_source=source,
-            gene_selection=gene_selection,
+            gene_selection=gene_selection.value,
             seed=seed,
         )
         model.config.trained_on["filename"] = str(path)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from .._keys import IMAGE_KEY
+from ._choices import StainNorm
 
 
 def _read_input(path: Path, slide: Path | None, spots: Path | None, mpp: float | None):
@@ -70,8 +71,8 @@ def embed_image_cmd(
         str, typer.Option(help="Comma-separated field-of-view multipliers, e.g. 1,2.")
     ] = "1",
     stain_norm: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Stain normalisation: reinhard."),
+        Optional[StainNorm],  # noqa: UP045
+        typer.Option(help="Stain normalisation."),
     ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average 8 flips/rotations.")] = False,
     batch_size: Annotated[
@@ -112,7 +113,7 @@ def embed_image_cmd(
             mpp=mpp,
             patch=PatchSpec(patch_px, patch_mpp),
             context=factors,
-            stain_norm=stain_norm,
+            stain_norm=stain_norm.value if stain_norm else None,
             tta=tta,
             batch_size=batch_size,
             num_workers=num_workers,
