@@ -223,7 +223,7 @@ def transfer(target: str, data_root: Path) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         for s in SEEDS:
             model = FusionModel.setup(train_data, preset="base", seed=s).train()
-            model.save(folder)
+            model.save(folder, overwrite=True)  # one temporary folder, one seed after another
             applied = FusionModel.embed(folder, adata)
             matched.append(len(applied.config.genes) - len(applied.missing_genes))
             for c in CLUSTERINGS:

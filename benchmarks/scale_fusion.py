@@ -110,7 +110,7 @@ def train(n_spots: int, batch_size) -> dict:
     model.to_adata()
     out["inference_s"] = time.perf_counter() - t
     out["ari"], out["cluster_s"] = cluster_ari(adata, n_init=10)
-    model.save(MODEL_DIR)
+    model.save(MODEL_DIR, overwrite=True)  # one folder for every size
     return out | {
         "batch_size": model.batch_size,
         "epochs": len(model.history),
