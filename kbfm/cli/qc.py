@@ -83,9 +83,10 @@ def deconvolve_cmd(
 ) -> None:
     """Cell-type proportions per spot into obsm['kbfm_proportions']."""
     from .._atomic import atomic_write
+    from .._keys import UNS_KEY
     from ..io import read_h5ad, write_h5ad
     from ..pl._save import save_figure
-    from ..tl.deconvolve import check_method_options, deconvolve
+    from ..tl.deconvolve import PROPORTIONS_KEY, check_method_options, deconvolve
     from ._common import output_path, run_guarded
 
     types = [c.strip() for c in cell_types.split(",")] if cell_types else None
@@ -110,8 +111,8 @@ def deconvolve_cmd(
             n_epochs=n_epochs,
             knowledge_source=source,
         )
-        P = spots.obsm["kbfm_proportions"]
-        step = spots.uns["kbfm"]["deconvolve"]
+        P = spots.obsm[PROPORTIONS_KEY]
+        step = spots.uns[UNS_KEY]["deconvolve"]
         typer.echo(
             f"{method}: {P.shape[1]} cell types, {step['n_genes_used']} genes; mean proportions: "
             + ", ".join(f"{c} {v:.2f}" for c, v in P.mean().sort_values(ascending=False).items())

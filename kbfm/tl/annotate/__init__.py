@@ -12,10 +12,11 @@ from typing import Literal
 
 from anndata import AnnData
 
+from ..._keys import AUTO_CLUSTER_KEY, CELLTYPE_KEY
 from ...encoders import DEFAULT_TEXT_ENCODER, TextEncoder
 from ...knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from .._method_options import check_method, reject_foreign_options
-from ._inputs import AUTO_CLUSTER_KEY, CELLTYPE_KEY, auto_clusters
+from ._inputs import auto_clusters
 from .llm import annotate_llm
 from .marker_score import annotate_marker_score
 from .zero_shot import annotate_zero_shot

@@ -15,6 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..._errors import KbfmInputError
+from ..._keys import AUTO_CLUSTER_KEY
 from ..._provenance import record_step
 from ..._validate import check_adata
 from ...knowledge.species import resolve_species
@@ -22,9 +23,6 @@ from .._expression import log_expression
 from ._candidates import needs_data, resolve_candidates
 
 logger = logging.getLogger(__name__)
-
-CELLTYPE_KEY = "kbfm_celltype"
-AUTO_CLUSTER_KEY = "kbfm_clusters"
 
 
 def auto_clusters(X, *, resolution: float = 1.0, seed: int = 0) -> np.ndarray:

@@ -20,7 +20,8 @@ import pandas as pd
 from anndata import AnnData
 
 from ..._errors import KbfmInputError
-from ._inputs import AUTO_CLUSTER_KEY, CELLTYPE_KEY, prepare_inputs
+from ..._keys import AUTO_CLUSTER_KEY, CELLTYPE_KEY
+from ._inputs import prepare_inputs
 
 if TYPE_CHECKING:
     from ...encoders.llm import LLM

@@ -9,8 +9,9 @@ import numpy as np
 from anndata import AnnData
 
 from ..._errors import KbfmInputError
+from ..._keys import CELLTYPE_KEY
 from ..._scale import looks_like_counts
-from ._inputs import CELLTYPE_KEY, prepare_inputs, write_scores
+from ._inputs import prepare_inputs, write_scores
 
 
 def marker_score_matrix(

@@ -8,11 +8,12 @@ from typing import Literal
 import numpy as np
 from anndata import AnnData
 
+from ..._keys import CELLTYPE_KEY
 from ...encoders import DEFAULT_TEXT_ENCODER, TextEncoder, get_text_encoder
 from ...knowledge._gene_vectors import gene_vectors
 from ...knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ..embed_cells import _genept_w
-from ._inputs import CELLTYPE_KEY, prepare_inputs, write_scores
+from ._inputs import prepare_inputs, write_scores
 from ._prototypes import build_prototypes
 
 logger = logging.getLogger(__name__)
