@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import annotation_breadth as ab
+from _data import DATA_ROOT
 
 import kbfm
 from kbfm.agent import run_agent
@@ -78,7 +79,7 @@ def load_data(name: str):
         return kbfm.datasets.pbmc68k_reduced(), "scanpy package (kbfm.datasets.pbmc68k_reduced)"
     import anndata as ad
 
-    path = ab.shared_data() / VISIUM_LYMPH
+    path = DATA_ROOT / VISIUM_LYMPH
     return ad.read_h5ad(path), str(path)
 
 
