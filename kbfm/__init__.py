@@ -19,9 +19,22 @@ from ._version import __version__
 _SUBMODULES = ("agent", "datasets", "encoders", "io", "knowledge", "models", "pl", "pp", "tl")
 
 if TYPE_CHECKING:
-    from . import agent, datasets, encoders, io, knowledge, models, pl, pp, tl  # noqa: F401
+    from . import agent, datasets, encoders, io, knowledge, models, pl, pp, tl
 
-__all__ = ["__version__", "provenance", "settings", *_SUBMODULES]
+__all__ = [
+    "__version__",
+    "agent",
+    "datasets",
+    "encoders",
+    "io",
+    "knowledge",
+    "models",
+    "pl",
+    "pp",
+    "provenance",
+    "settings",
+    "tl",
+]
 
 
 def __getattr__(name: str):

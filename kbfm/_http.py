@@ -36,7 +36,7 @@ def check_timeout(timeout: object) -> float:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Refuse redirects: urllib would resend the Authorization header to the new origin."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0917 (urllib's)
         raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl}", headers, fp)
 
 

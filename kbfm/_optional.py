@@ -50,7 +50,7 @@ def require(module: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        top = module.split(".")[0]
+        top = module.split(".", 1)[0]
         extra = EXTRAS.get(top)
         hint = f"pip install 'kbfm[{extra}]'" if extra else f"pip install {top}"
         msg = f"{purpose} needs the optional package {top!r}, which is not installed: {hint}."

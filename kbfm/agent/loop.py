@@ -27,6 +27,7 @@ class ScriptedPolicy(LLM):
         self.step = 0
 
     def chat(self, messages, *, tools=None, max_tokens=256) -> ChatResult:
+        """Return the next planned tool call, then a final answer once the plan is done."""
         if self.step < len(self.plan):
             name, args = self.plan[self.step]
             self.step += 1

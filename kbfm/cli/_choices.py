@@ -1,5 +1,8 @@
-"""Closed option sets of the ``kbfm`` commands, so typer refuses a bad value before any
-file is read (``--preset huge`` -> exit 2 with the valid choices)."""
+"""Closed option sets of the ``kbfm`` commands.
+
+Typer refuses a bad value before any file is read (``--preset huge`` -> exit 2 with the
+valid choices).
+"""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def info(
         elif spec.offline:
             try:
                 spec.resolve_source()
-            except Exception:
+            except Exception:  # noqa: BLE001 (listed as not available, whatever the reason)
                 available = False
         rows.append(
             {
@@ -85,7 +85,7 @@ def info(
             backend, licence = "transformers (GGUF)", "Apache-2.0"
             try:
                 smollm2_folder()
-            except Exception:
+            except Exception:  # noqa: BLE001 (listed as not available, whatever the reason)
                 offline = False
         elif name in MODEL_PACKAGES:
             backend = "transformers (GGUF -> bf16 safetensors cache)"
@@ -175,7 +175,7 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
     max_upload_mb: Annotated[float, typer.Option(help="Largest .h5ad upload (MB).")] = 200.0,
 ) -> None:
-    """Start the local web app (Gradio; needs `pip install 'kbfm\\[web]'`). See docs/web.md."""
+    r"""Start the local web app (Gradio; needs `pip install 'kbfm\[web]'`). See docs/web.md."""
 
     def go():
         from ..web import serve as serve_app

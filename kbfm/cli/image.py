@@ -186,7 +186,7 @@ def predict_expression_cmd(
         res = adata.uns["kbfm_predict_expression"]
         out.mkdir(parents=True, exist_ok=True)
         table = out / "pearson_per_gene.csv"
-        atomic_write(table, lambda tmp: res["pearson"].to_csv(tmp))
+        atomic_write(table, res["pearson"].to_csv)
         summary = {k: res[k] for k in ("mean_r", "mean_r_overall", "scheme", "use_rep")}
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         for name, r in res["mean_r"].items():

@@ -119,7 +119,7 @@ def deconvolve_cmd(
         )
         if table is not None:
             table.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(table, lambda tmp: P.to_csv(tmp))
+            atomic_write(table, P.to_csv)
             typer.echo(f"wrote {table}")
         if figure is not None:
             import matplotlib

@@ -10,9 +10,10 @@ from .._settings import settings
 
 @contextlib.contextmanager
 def library_progress() -> Iterator[None]:
-    """Inside the block, transformers' and huggingface_hub's bars (e.g. "Loading
-    weights") are shown only when :attr:`kbfm.settings.progress` is on; the libraries'
-    own setting is restored afterwards.
+    """Show transformers' and huggingface_hub's bars only when progress is on.
+
+    Inside the block their bars (e.g. "Loading weights") follow
+    :attr:`kbfm.settings.progress`; the libraries' own setting is restored afterwards.
     """
     if settings.progress:
         yield

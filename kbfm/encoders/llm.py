@@ -104,9 +104,9 @@ def _function_call(call_id: str, name: str, arguments: str) -> dict:
 def parse_tool_calls(
     text: str, tool_names: Sequence[str] | None = None
 ) -> tuple[str, list[dict], list[str]]:
-    """Split Qwen-style output into plain text, OpenAI tool calls and parse errors.
+    r"""Split Qwen-style output into plain text, OpenAI tool calls and parse errors.
 
-    Qwen2.5 writes each call as ``<tool_call>\\n{"name": ..., "arguments": {...}}\\n
+    Qwen2.5 writes each call as ``<tool_call>\n{"name": ..., "arguments": {...}}\n
     </tool_call>``. A block cut off by the token limit (no closing tag) is read to the
     end of the text. The Coder models often write the same object as a bare or
     fenced (```` ```json ````) JSON block instead; without any ``<tool_call>`` block,
@@ -171,9 +171,12 @@ _JSON_DECODER = json.JSONDecoder()
 
 
 def _json_objects(body: str, offset: int) -> list[tuple[int, int, Any]]:
-    """Every JSON value written one after another in ``body`` (whitespace or commas
-    between them, or one JSON list around them), as ``(start, end, value)`` spans
-    shifted by ``offset``. Reading stops at the first text that is not JSON."""
+    """Return every JSON value written one after another in ``body``.
+
+    Values may be separated by whitespace or commas, or wrapped in one JSON list; each
+    comes as a ``(start, end, value)`` span shifted by ``offset``. Reading stops at the
+    first text that is not JSON.
+    """
     found: list[tuple[int, int, Any]] = []
     pos = 0
     while True:
@@ -331,6 +334,7 @@ class DryRunLLM(LLM):
         self.prompts: list[list[dict]] = []
 
     def chat(self, messages, *, tools=None, max_tokens=256) -> ChatResult:
+        """Record the prompt; return an empty answer with its token estimate (no model)."""
         self.prompts.append(messages)
         tokens = sum(estimate_tokens(m.get("content") or "") for m in messages)
         if tools:
@@ -687,6 +691,7 @@ class OpenAIChatLLM(LLM):
         return f"{self.base_url}/chat/completions"
 
     def chat(self, messages, *, tools=None, max_tokens=256) -> ChatResult:
+        """Send ``messages`` (and ``tools``) to ``/chat/completions`` and return the answer."""
         body: dict = {
             "model": self.model,
             "messages": messages,

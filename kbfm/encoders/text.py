@@ -84,10 +84,12 @@ class TextEncoderSpec:
         return self.source() if callable(self.source) else self.source
 
 
+# The lambdas look the classes up when called (late binding), so a test or a plug-in that
+# replaces a backend class in this module is honoured.
 _BACKENDS: dict[str, Callable[..., TextEncoder]] = {
-    "sentence_transformers": lambda name, src, **kw: SentenceTransformerEncoder(name, src, **kw),
-    "hf_mean_pool": lambda name, src, **kw: HFMeanPoolEncoder(name, src, **kw),
-    "openai": lambda name, src, **kw: OpenAIEmbeddingsEncoder(name, src, **kw),
+    "sentence_transformers": lambda name, src, **kw: SentenceTransformerEncoder(name, src, **kw),  # noqa: PLW0108
+    "hf_mean_pool": lambda name, src, **kw: HFMeanPoolEncoder(name, src, **kw),  # noqa: PLW0108
+    "openai": lambda name, src, **kw: OpenAIEmbeddingsEncoder(name, src, **kw),  # noqa: PLW0108
 }
 
 TEXT_ENCODERS: dict[str, TextEncoderSpec] = {}

@@ -157,8 +157,11 @@ def export_tiff(element: Any, name: str, mpp: float | None, out: Path | None) ->
 
 
 def thumbnail(tiff: Path, max_px: int) -> tuple[np.ndarray, float]:
-    """An RGB copy of an exported TIFF, ``max_px`` on its longest side at most, read from
-    its pyramid, and its scale (thumbnail pixels per level-0 pixel)."""
+    """Return an RGB thumbnail of an exported TIFF and its scale.
+
+    The thumbnail is at most ``max_px`` on its longest side, read from the pyramid; the
+    scale is thumbnail pixels per level-0 pixel.
+    """
     from .slide import open_slide
 
     slide = open_slide(tiff)

@@ -8,8 +8,6 @@ import numpy as np
 from anndata import AnnData
 
 from .._errors import KbfmInputError, closest_names
-from .._keys import MPP_KEY as MPP_KEY
-from .._keys import SOURCE_IMAGE_KEY as SOURCE_IMAGE_KEY
 from .._keys import SPATIAL_KEY
 
 #: Below this share of spots on detected tissue, readers and embed_image warn of a

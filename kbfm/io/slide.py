@@ -337,7 +337,7 @@ def _open_with_openslide(path: Path) -> Slide | None:
         return None
     try:
         fmt = openslide.OpenSlide.detect_format(str(path))
-    except Exception:
+    except Exception:  # noqa: BLE001 (not a format OpenSlide knows: PIL tries next)
         fmt = None
     if fmt is None:
         return None

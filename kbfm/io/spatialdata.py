@@ -146,6 +146,7 @@ def _resolve_mpp(
     mpp: float | None,
     microns_per_unit: float | None,
     image_to_cs: np.ndarray | None,
+    *,
     table: AnnData,
     region: str,
     size_px: np.ndarray,
@@ -265,7 +266,7 @@ def read_spatialdata(
         size_px = size * _pixel_scale(to_pixels)
         image = sdata.images[image_key]
         mpp, mpp_source = _resolve_mpp(
-            mpp, microns_per_unit, _affine(image, cs), adata, region, size_px
+            mpp, microns_per_unit, _affine(image, cs), table=adata, region=region, size_px=size_px
         )
         tiff = export_tiff(image, image_key, mpp, Path(image_path) if image_path else None)
         meta.update(spatialdata_image=image_key, coordinate_system=cs, mpp_source=mpp_source)

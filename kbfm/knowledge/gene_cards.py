@@ -187,8 +187,8 @@ def atlas_knowledge(species: str = "human") -> GeneKnowledge:
     go, go_version = _go_terms(species)
     texts: dict[str, str] = {}
     names: dict[str, str] = {}
-    for symbol, name, biotype in zip(table.index, table["name"], table["biotype"], strict=True):
-        name = name if isinstance(name, str) and name.strip() else None
+    for symbol, raw_name, biotype in zip(table.index, table["name"], table["biotype"], strict=True):
+        name = raw_name if isinstance(raw_name, str) and raw_name.strip() else None
         texts[symbol] = compose_card(symbol, name, biotype, marks.get(symbol), go.get(symbol))
         if name:
             names[symbol] = name

@@ -79,11 +79,11 @@ def _summaries(result: dict, shown: str) -> list[tuple[str, str]]:
 def download_ncbi(
     species: str = "human",
     dest: str | os.PathLike | None = None,
+    *,
     base_url: str = "https://ftp.ncbi.nlm.nih.gov",
     eutils_url: str = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils",
     batch: int = 400,
     email: str | None = None,
-    *,
     timeout: float = 120.0,
 ) -> Path:
     """Download NCBI ``gene_info`` and the gene summaries of protein-coding genes.

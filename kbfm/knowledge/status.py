@@ -8,7 +8,7 @@ from typing import Any
 def _safe(fn) -> tuple[Any, str | None]:
     try:
         return fn(), None
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 (a status line per source, whatever failed)
         return None, f"{type(err).__name__}: {err}"
 
 

@@ -84,8 +84,8 @@ def spatial_tiles(
         u, v = math.cos(angle) * u - math.sin(angle) * v, math.sin(angle) * u + math.cos(angle) * v
     n_strips = math.ceil(math.sqrt(math.ceil(n / batch_size)))
     tiles = []
-    for strip in np.array_split(np.argsort(u, kind="stable"), n_strips):
-        strip = strip[np.argsort(v[strip], kind="stable")]
+    for band in np.array_split(np.argsort(u, kind="stable"), n_strips):
+        strip = band[np.argsort(v[band], kind="stable")]
         tiles += np.array_split(strip, math.ceil(len(strip) / batch_size))
     if rng is not None:
         tiles = [tiles[i] for i in rng.permutation(len(tiles))]

@@ -61,7 +61,7 @@ def write_qc_report(
         raise KbfmInputError(msg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "qc_table.csv", lambda tmp: table.to_csv(tmp))
+    atomic_write(out / "qc_table.csv", table.to_csv)
     figures = {"qc_metrics.png": qc_metrics(adata, key=key, batch_key=batch_key, show=False)}
     if "spatial" in adata.obsm:
         figures["qc_spatial.png"] = qc_spatial(adata, key=key, show=False)

@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from .._cache import EmbeddingCache
 from .._errors import KbfmInputError
-from .._keys import IMAGE_KEY
+from .._keys import IMAGE_KEY, MPP_KEY, SOURCE_IMAGE_KEY
 from .._provenance import record_step
 from .._settings import settings
 from .._validate import check_adata
@@ -21,8 +21,6 @@ from ..encoders._image_backends import ImageEncoder
 from ..encoders.image import DEFAULT_IMAGE_ENCODER, get_image_encoder
 from ..io._spatial import (
     MIN_ON_TISSUE,
-    MPP_KEY,
-    SOURCE_IMAGE_KEY,
     library_metadata,
     spatial_coords,
     spots_with_tissue,

@@ -183,7 +183,7 @@ def query_summary(adata: AnnData, key: str) -> str:
     scores = adata.obs[key].astype(float)
     line = f"Cosine similarity in `obs['{key}']`: min {scores.min():.3f}, max {scores.max():.3f}."
     group = next(
-        (c for c in PREFERRED_COLORS if c in adata.obs and c != key and c != "kbfm_clusters"), None
+        (c for c in PREFERRED_COLORS if c in adata.obs and c not in (key, "kbfm_clusters")), None
     )
     if group is None:
         return line

@@ -143,7 +143,7 @@ def read_upload(path: str | os.PathLike, *, max_mb: float, filename: str | None 
         raise KbfmInputError(msg)
     try:
         adata = ad.read_h5ad(path)
-    except Exception as err:  # any failure inside h5py/anndata means the file is unusable
+    except Exception as err:  # noqa: BLE001 (any failure inside h5py/anndata: unusable file)
         reason = str(err).replace(str(path), shown).splitlines()[0][:200] if str(err) else ""
         msg = (
             f"{shown!r} is not a readable .h5ad file ({type(err).__name__}: {reason}). "

@@ -1,5 +1,8 @@
-"""Knowledge in deconvolution: smoothing signatures through text-embedding neighbours,
-and signatures from Cell Ontology + marker knowledge when there is no reference."""
+"""Knowledge in deconvolution: signatures smoothed through text-embedding neighbours.
+
+Also the signatures built from Cell Ontology + marker knowledge when there is no
+reference.
+"""
 
 from __future__ import annotations
 
@@ -92,7 +95,7 @@ _DEEP_MARKERS = 100
 
 
 def _panel_markers(
-    cid: str, onto, species: str, panel: set[str] | None, shallow: dict, deep: dict
+    cid: str, onto, species: str, panel: set[str] | None, *, shallow: dict, deep: dict
 ) -> tuple[list[str], str]:
     """Markers of ``cid`` measured in ``panel``, and where they came from.
 
@@ -169,7 +172,9 @@ def resolve_cell_types(
     panel = {str(g).upper() for g in gene_names} if gene_names is not None else None
     by_label, origin = {}, {}
     for lab, cid in zip(labels, ids, strict=True):
-        by_label[lab], origin[lab] = _panel_markers(cid, onto, species, panel, shallow, deep)
+        by_label[lab], origin[lab] = _panel_markers(
+            cid, onto, species, panel, shallow=shallow, deep=deep
+        )
     empty = [lab for lab, genes in by_label.items() if not genes]
     if empty:
         msg = (
