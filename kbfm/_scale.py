@@ -38,12 +38,16 @@ class ScaleInfo:
     reason: str
 
 
-def _sample_rows(X, max_rows: int = 2000, seed: int = 0):
-    n = X.shape[0]
+def sample_index(n: int, max_rows: int = 2000, seed: int = 0) -> np.ndarray | None:
+    """Sorted rows :func:`detect_scale` looks at (``None``: all ``n`` rows)."""
     if n <= max_rows:
-        return X
-    idx = np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
-    return X[idx]
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+
+
+def _sample_rows(X, max_rows: int = 2000, seed: int = 0):
+    idx = sample_index(X.shape[0], max_rows, seed)
+    return X if idx is None else X[idx]
 
 
 def detect_scale(X) -> ScaleInfo:

@@ -175,3 +175,42 @@ def test_local_cluster_equals_in_memory(adata, counts):
     assert len({task["worker"] for task in stream.data}) == 2
     np.testing.assert_allclose(lz.obsm["X_genetext"], ref.obsm["X_genetext"], atol=1e-5)
     np.testing.assert_allclose(lz.obs["kbfm_query_b_cell"], ref.obs["q"], atol=1e-5)
+
+
+@pytest.fixture
+def fusion_folder(tmp_path):
+    """A tiny FusionModel trained in memory on generated spots (raw counts), saved."""
+    from kbfm.models import FusionModel
+
+    spots = kbfm.datasets.synthetic_spatial(n_side=14, n_genes=60, seed=3)
+    spots.X = sp.csr_matrix(spots.X)
+    model = FusionModel.setup(spots, preset="tiny", n_top_genes=40, seed=0, use_genetext=False)
+    model.train(max_epochs=3)
+    model.save(tmp_path / "model")
+    return tmp_path / "model", spots
+
+
+@pytest.mark.parametrize("batch_size", [None, 50], ids=["one-block", "tiles-of-50"])
+def test_fusion_model_inference_on_dask_x_equals_in_memory(fusion_folder, batch_size):
+    from kbfm.models import FusionModel
+
+    folder, spots = fusion_folder
+    ref = FusionModel.load(folder, spots).get_latent_representation(batch_size=batch_size)
+    lz = lazy(spots, spots.X, chunks=(37, spots.n_vars))
+    model = FusionModel.load(folder, lz)
+    assert model._inputs.lazy  # the matrix was not read into memory by load
+    z = model.get_latent_representation(batch_size=batch_size)
+    np.testing.assert_allclose(z, ref, atol=1e-5)
+    assert isinstance(lz.X, da.Array)  # the caller's data stays lazy
+
+
+def test_fusion_model_refuses_bad_values_in_a_dask_chunk(fusion_folder):
+    from kbfm._errors import KbfmInputError
+    from kbfm.models import FusionModel
+
+    folder, spots = fusion_folder
+    bad = spots.X.toarray()
+    bad[100, 5] = np.nan
+    model = FusionModel.load(folder, lazy(spots, bad, chunks=(37, spots.n_vars)))
+    with pytest.raises(KbfmInputError, match="NaN or infinite"):
+        model.get_latent_representation(batch_size=50)

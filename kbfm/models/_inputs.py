@@ -31,9 +31,15 @@ class SpotInputs:
     """
 
     def __init__(self, X, names, genes, mean, std) -> None:
-        from .._scale import detect_scale
+        from .._dask import as_block, full_width, is_dask, map_rows
+        from .._scale import detect_scale, sample_index
 
-        self.X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
+        # a dask matrix stays lazy: blocks of spots are computed when they are needed
+        self.lazy = is_dask(X)
+        if self.lazy:
+            self.X = full_width(X, "the dask expression matrix")
+        else:
+            self.X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X)
         index = {str(n): i for i, n in enumerate(names)}
         cols = np.asarray([index.get(g, -1) for g in genes])
         self.present = np.flatnonzero(cols >= 0)
@@ -44,12 +50,19 @@ class SpotInputs:
         self.n_genes = len(genes)
         self._inv_std = (1.0 / self.std[self.present]).astype(np.float32)
         self._cache: np.ndarray | None = None
-        kind = detect_scale(self.X).kind
+        if self.lazy:  # the rows detect_scale samples, computed
+            idx = sample_index(self.X.shape[0])
+            kind = detect_scale(as_block((self.X if idx is None else self.X[idx]).compute())).kind
+        else:
+            kind = detect_scale(self.X).kind
         self.counts = kind == "counts"
         self.log_only = kind == "normalized"
         self.scale = None
         if self.counts:
-            totals = np.asarray(self.X.sum(1)).ravel()
+            if self.lazy:  # row sums chunk by chunk (works for sparse chunks too)
+                totals = map_rows(self.X, _row_sums, width=None, dtype=np.float64).compute()
+            else:
+                totals = np.asarray(self.X.sum(1)).ravel()
             self.scale = 1e4 / np.maximum(totals, 1)
 
     @property
@@ -70,7 +83,14 @@ class SpotInputs:
         return self._compute(slice(None) if idx is None else idx)
 
     def _compute(self, idx: np.ndarray | slice) -> np.ndarray:
-        block = self.X[idx][:, self.cols]
+        if self.lazy:
+            from .._dask import as_block, check_block
+
+            block = as_block(self.X[idx].compute())
+            check_block(block, "the dask expression matrix")
+            block = block[:, self.cols]
+        else:
+            block = self.X[idx][:, self.cols]
         if sp.issparse(block):
             block = sp.csr_matrix(block, dtype=np.float32)
         else:
@@ -92,3 +112,7 @@ class SpotInputs:
         mean, inv = self.mean[self.present].astype(np.float32), self._inv_std
         out[:, self.present] = np.clip((dense.astype(np.float32) - mean) * inv, -10, 10)
         return out
+
+
+def _row_sums(block) -> np.ndarray:
+    return np.asarray(block.sum(1), dtype=np.float64).ravel()

@@ -44,7 +44,7 @@ def resolve_batch_size(batch_size: int | str | None, n_obs: int) -> int | None:
     return int(batch_size)
 
 
-def make_split(n: int, n_genes: int, fraction: float, mask_fraction: float, gen, full: bool):
+def make_split(n: int, n_genes: int, fraction: float, mask_fraction: float, gen, full: bool):  # noqa: PLR0917
     """Draw the held-out spots and their fixed mask (``full``: as the full-batch loop did)."""
     import torch
 
@@ -112,7 +112,7 @@ class Batches:
         return neighbourhood(self.model.adjacency, seeds, self.hops)
 
 
-def losses(module, cfg, x, gt, im, adj, mask, n_seeds, train_rows, gen):
+def losses(module, cfg, x, gt, im, adj, mask, n_seeds, train_rows, gen):  # noqa: PLR0917
     """Objectives of one batch: the first ``n_seeds`` rows are scored."""
     import torch
 

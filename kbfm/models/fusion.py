@@ -33,11 +33,12 @@ import numpy as np
 from anndata import AnnData
 
 from .._atomic import atomic_write
+from .._dask import dask_matrix
 from .._errors import KbfmInputError, preview
 from .._keys import CELL_TEXT_KEY, IMAGE_KEY, LATENT_KEY
 from .._provenance import record_step
 from .._settings import settings
-from .._validate import expression_matrix
+from .._validate import check_unique_names, expression_matrix
 from .._version import __version__
 from ._graph import spot_graph
 from ._options import (  # ENCODERS and KNOWLEDGE_WARN_FRACTION: kept importable from here
@@ -407,7 +408,12 @@ class FusionModel:
         from ._inputs import SpotInputs
 
         cfg = self.config
-        X, names = expression_matrix(adata, layer=cfg.layer)
+        lazy = dask_matrix(adata, layer=cfg.layer)  # a dask X is read block by block
+        if lazy is not None:
+            X, names, _ = lazy
+            check_unique_names(names, "adata.var_names")
+        else:
+            X, names = expression_matrix(adata, layer=cfg.layer)
         self._inputs = SpotInputs(X, names, cfg.genes, cfg.gene_mean, cfg.gene_std)
         if len(self._inputs.missing) == len(cfg.genes):
             msg = (

@@ -131,7 +131,7 @@ def _genept_w(X, genes, *, relative: bool, chunk_size: int) -> np.ndarray:
     return _l2(out)
 
 
-def _genept_w_block(block, genes, cols, mean, std, chunk_size: int, where: str) -> np.ndarray:
+def _genept_w_block(block, genes, cols, mean, std, chunk_size: int, where: str) -> np.ndarray:  # noqa: PLR0917 (map_rows passes positionally)
     """GenePT-w of one dask row chunk: checked, genes selected, ``chunk_size`` rows at a time."""
     check_block(block, where)
     if len(cols) < block.shape[1]:  # every gene has knowledge: no copy
@@ -162,7 +162,7 @@ def _genept_w_dask(X, genes, keep, *, relative: bool, chunk_size: int, where: st
     return lazy.compute()
 
 
-def _sentences_block(block, names, mean, std, chunk_size: int, top_k: int, where: str):
+def _sentences_block(block, names, mean, std, chunk_size: int, top_k: int, where: str):  # noqa: PLR0917
     check_block(block, where)
     sentences: list[str] = []
     for rows in _row_chunks(block.shape[0], chunk_size):
