@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 
 CACHE_ENTRIES = 250_000_000  # 1 GB of float32: 100k spots x 2,000 genes are kept whole
+CACHE_BLOCK = 8192  # spots per block while the cache is filled
 
 
 class SpotInputs:
@@ -77,7 +78,13 @@ class SpotInputs:
         normalisation); larger data are normalised block by block on every request.
         """
         if self._cache is None and self.n_obs * self.n_genes <= CACHE_ENTRIES:
-            self._cache = self._compute(slice(None))
+            # filled block by block: the float64 whole-matrix formula is row-wise, so the
+            # values are those of one big call, without its float64 temporaries (~4x)
+            cache = np.empty((self.n_obs, self.n_genes), dtype=np.float32)
+            for start in range(0, self.n_obs, CACHE_BLOCK):
+                stop = min(start + CACHE_BLOCK, self.n_obs)
+                cache[start:stop] = self._compute(slice(start, stop))
+            self._cache = cache
         if self._cache is not None:
             return self._cache if idx is None else self._cache[idx]
         return self._compute(slice(None) if idx is None else idx)
