@@ -7,9 +7,25 @@ another method set away from its default would be silently ignored, so it is ref
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 
 from .._errors import KbfmInputError, closest_names
+
+
+def keyword_defaults(function: Callable) -> dict[str, object]:
+    """The default of every parameter of ``function`` that has one."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+
+
+def call_with_its_options(function: Callable, adata: object, options: Mapping[str, object]):
+    """Call ``function(adata, ...)`` with the ``options`` its signature takes."""
+    takes = inspect.signature(function).parameters
+    return function(adata, **{name: value for name, value in options.items() if name in takes})
 
 
 def check_method(function: str, method: str, methods: Sequence[str]) -> None:

@@ -7,7 +7,6 @@ One function per method, each with only its own options: :func:`annotate_zero_sh
 
 from __future__ import annotations
 
-import inspect
 from typing import Literal
 
 from anndata import AnnData
@@ -15,7 +14,12 @@ from anndata import AnnData
 from ..._keys import AUTO_CLUSTER_KEY, CELLTYPE_KEY
 from ...encoders import DEFAULT_TEXT_ENCODER, TextEncoder
 from ...knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
-from .._method_options import check_method, reject_foreign_options
+from .._method_options import (
+    call_with_its_options,
+    check_method,
+    keyword_defaults,
+    reject_foreign_options,
+)
 from ._inputs import auto_clusters
 from .llm import annotate_llm
 from .marker_score import annotate_marker_score
@@ -138,16 +142,10 @@ def annotate(
     options = dict(locals())
     del options["adata"], options["method"]
     check_method_options(method, **options)
-    function = _FUNCTIONS[method]
-    takes = inspect.signature(function).parameters
-    return function(adata, **{name: value for name, value in options.items() if name in takes})
+    return call_with_its_options(_FUNCTIONS[method], adata, options)
 
 
-_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(annotate).parameters.items()
-    if p.default is not inspect.Parameter.empty
-}
+_DEFAULTS = keyword_defaults(annotate)
 
 
 def check_method_options(method: str, **options: object) -> None:

@@ -8,13 +8,17 @@ One function per method, each with only its own options: :func:`deconvolve_nnls`
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 
 from anndata import AnnData
 
 from ...knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
-from .._method_options import check_method, reject_foreign_options
+from .._method_options import (
+    call_with_its_options,
+    check_method,
+    keyword_defaults,
+    reject_foreign_options,
+)
 from ._result import PROPORTIONS_KEY
 from .knowledge import deconvolve_knowledge
 from .nnls import deconvolve_nnls
@@ -170,16 +174,10 @@ def deconvolve(
     options = dict(locals())
     del options["adata"], options["method"]
     check_method_options(method, **options)
-    function = _FUNCTIONS[method]
-    takes = inspect.signature(function).parameters
-    return function(adata, **{name: value for name, value in options.items() if name in takes})
+    return call_with_its_options(_FUNCTIONS[method], adata, options)
 
 
-_DEFAULTS = {
-    name: p.default
-    for name, p in inspect.signature(deconvolve).parameters.items()
-    if p.default is not inspect.Parameter.empty
-}
+_DEFAULTS = keyword_defaults(deconvolve)
 
 
 def check_method_options(method: str, **options: object) -> None:
