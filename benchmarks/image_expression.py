@@ -23,10 +23,10 @@ import anndata as ad
 from _data import DATA_ROOT, require
 
 import kbfm
+from kbfm.im.combine_embeddings import combine_embeddings
+from kbfm.im.embed_image import embed_image
+from kbfm.im.predict_expression import predict_expression
 from kbfm.io.legacy_st import read_legacy_st
-from kbfm.tl.combine_embeddings import combine_embeddings
-from kbfm.tl.embed_image import embed_image
-from kbfm.tl.predict_expression import predict_expression
 from kbfm.tl.spatial_context import spatial_context
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,10 +26,10 @@ from _data import DATA_ROOT, skipped
 
 import kbfm
 from kbfm.encoders.image import get_image_encoder
+from kbfm.im.embed_image import _encode_positions, embed_image
 from kbfm.io.legacy_st import read_legacy_st
 from kbfm.io.patches import PatchDataset, PatchSpec
 from kbfm.io.slide import open_slide
-from kbfm.tl.embed_image import _encode_positions, embed_image
 
 ROOT = Path(__file__).resolve().parents[1]
 HER2ST = DATA_ROOT / "histology" / "her2st"

@@ -1,8 +1,8 @@
 """kbfm: knowledge-based foundation models for spatial transcriptomics.
 
 Submodules are imported on first use so that ``import kbfm`` stays fast:
-``kbfm.pp`` (QC, normalisation), ``kbfm.tl`` (tools), ``kbfm.pl`` (plots),
-``kbfm.io`` (reading/writing),
+``kbfm.pp`` (QC, normalisation), ``kbfm.tl`` (tools), ``kbfm.im`` (image work),
+``kbfm.metrics`` (scores), ``kbfm.pl`` (plots), ``kbfm.io`` (reading/writing),
 ``kbfm.knowledge`` (Cell Ontology, gene descriptions, markers, symbols),
 ``kbfm.encoders`` (text-encoder registry), ``kbfm.datasets`` (offline demo data).
 """
@@ -16,18 +16,32 @@ from ._provenance import provenance
 from ._settings import settings
 from ._version import __version__
 
-_SUBMODULES = ("agent", "datasets", "encoders", "io", "knowledge", "models", "pl", "pp", "tl")
+_SUBMODULES = (
+    "agent",
+    "datasets",
+    "encoders",
+    "im",
+    "io",
+    "knowledge",
+    "metrics",
+    "models",
+    "pl",
+    "pp",
+    "tl",
+)
 
 if TYPE_CHECKING:
-    from . import agent, datasets, encoders, io, knowledge, models, pl, pp, tl
+    from . import agent, datasets, encoders, im, io, knowledge, metrics, models, pl, pp, tl
 
 __all__ = [
     "__version__",
     "agent",
     "datasets",
     "encoders",
+    "im",
     "io",
     "knowledge",
+    "metrics",
     "models",
     "pl",
     "pp",

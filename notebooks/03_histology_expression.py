@@ -5,7 +5,7 @@
 # raw spot counts, spot pixel centres) from the shared data folder.
 #
 # 1. Read each section with `kbfm.io.read_legacy_st`.
-# 2. Embed the H&E around every spot (`kbfm.tl.embed_image`, the fast `"color-texture"`
+# 2. Embed the H&E around every spot (`kbfm.im.embed_image`, the fast `"color-texture"`
 #    features; the default `efficientnet_lite0` network or a pathology model such as UNI
 #    is the same call with `model=`).
 # 3. Fit an image -> expression predictor on one section, predict the other, and score each
@@ -29,8 +29,8 @@ import scanpy as sc
 
 import kbfm
 from kbfm.io.legacy_st import read_legacy_st
-from kbfm.tl.embed_image import embed_image
-from kbfm.tl.predict_expression import fit_expression_predictor
+from kbfm.im.embed_image import embed_image
+from kbfm.im.predict_expression import fit_expression_predictor
 
 DATA = Path(os.environ.get("KBFM_DATA") or "../../shared/data")
 HER2ST = DATA / "histology" / "her2st"
@@ -105,7 +105,7 @@ print(r.head(10).round(3))
 #
 # Serial sections of one patient, so this split is optimistic; the leave-one-section-out
 # benchmark over all four sections is in `benchmarks/results/image_expression.md`
-# (`kbfm.tl.predict_expression(adata, groupby="section")` runs it in one call).
+# (`kbfm.im.predict_expression(adata, groupby="section")` runs it in one call).
 
 # %%
 fig, ax = plt.subplots(figsize=(12, 4))

@@ -9,8 +9,8 @@ from PIL import Image
 
 from kbfm._cache import EmbeddingCache
 from kbfm._errors import KbfmInputError
-from kbfm.tl.embed_image import embed_image
-from kbfm.tl.predict_expression import fit_expression_predictor, predict_expression
+from kbfm.im.embed_image import embed_image
+from kbfm.im.predict_expression import fit_expression_predictor, predict_expression
 
 
 @pytest.fixture(scope="module")

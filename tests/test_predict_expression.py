@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kbfm._errors import KbfmInputError
-from kbfm.tl.predict_expression import (
+from kbfm.im.predict_expression import (
     normalized_expression,
     pearson_per_gene,
     predict_expression,

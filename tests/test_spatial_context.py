@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from kbfm._errors import KbfmInputError
-from kbfm.tl.predict_expression import predict_expression
+from kbfm.im.predict_expression import predict_expression
 from kbfm.tl.spatial_context import ring_neighbours, spatial_context
 
 

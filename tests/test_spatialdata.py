@@ -8,9 +8,9 @@ import pytest
 from _histology import SHARED, spots_adata, texture_image, write_pyramid
 
 from kbfm._errors import KbfmInputError
+from kbfm.im import embed_image
 from kbfm.io import open_slide, read_spatialdata, read_visium, write_spatialdata
 from kbfm.io.patches import PatchSpec, extract_patches
-from kbfm.tl import embed_image
 
 sd = pytest.importorskip("spatialdata", reason="spatialdata is an optional extra: kbfm[spatial]")
 from spatialdata.models import Image2DModel, ShapesModel, TableModel  # noqa: E402

@@ -87,9 +87,9 @@ def embed_image_cmd(
 ) -> None:
     """Embed the H&E around every spot with an image encoder into obsm[KEY_ADDED]."""
     from .._errors import KbfmInputError
+    from ..im.embed_image import embed_image
     from ..io.h5ad import write_h5ad
     from ..io.patches import PatchSpec
-    from ..tl.embed_image import embed_image
     from ._common import output_path, run_guarded
 
     def go():
@@ -160,8 +160,8 @@ def predict_expression_cmd(
         import anndata as ad
 
         from .._atomic import atomic_write, atomic_write_text
+        from ..im.predict_expression import fit_expression_predictor, predict_expression
         from ..io.h5ad import read_h5ad, write_h5ad
-        from ..tl.predict_expression import fit_expression_predictor, predict_expression
         from ..tl.spatial_context import spatial_context
 
         rep = f"{use_rep}_context" if rings > 0 else use_rep

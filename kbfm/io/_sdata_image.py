@@ -2,7 +2,7 @@
 
 An image element (a ``DataArray`` or multiscale ``DataTree`` with dims c, y, x) is written
 band by band to a tiled pyramidal TIFF with its resolution, so
-:func:`kbfm.tl.embed_image` reads it through OpenSlide like any slide, and a slide is
+:func:`kbfm.im.embed_image` reads it through OpenSlide like any slide, and a slide is
 wrapped as a lazy dask array for a new SpatialData store.
 """
 

@@ -6,7 +6,7 @@ of kbfm reads, the one :func:`~kbfm.io.read_visium` writes: spot or cell centres
 ``obsm["spatial"]`` in pixels of the chosen image, ``uns["spatial"][library_id]`` with
 ``images`` (hires/lowres thumbnails), ``scalefactors`` and ``metadata`` (microns per
 pixel and ``source_image_path``). The image element is written once to a tiled
-pyramidal TIFF, so :func:`kbfm.tl.embed_image` cuts its patches in physical units through
+pyramidal TIFF, so :func:`kbfm.im.embed_image` cuts its patches in physical units through
 the same code as for any slide. Centres are mapped from the shapes into image pixels
 through the coordinate system the two elements share.
 
@@ -222,7 +222,7 @@ def read_spatialdata(
     >>> import kbfm
     >>> path = "visium_hd.zarr"  # e.g. spatialdata_io.visium_hd(folder).write(path)
     >>> adata = kbfm.io.read_spatialdata(path, table_key="square_008um")  # doctest: +SKIP
-    >>> kbfm.tl.embed_image(adata)  # doctest: +SKIP
+    >>> kbfm.im.embed_image(adata)  # doctest: +SKIP
     """
     sd = _spatialdata()
     source = None
@@ -509,7 +509,7 @@ def write_spatialdata(
     >>> import kbfm
     >>> sdata = kbfm.io.write_spatialdata(adata, "spots.zarr")  # doctest: +SKIP
     >>> adata = kbfm.io.read_spatialdata("spots.zarr")  # doctest: +SKIP
-    >>> kbfm.tl.embed_image(adata, model="color-texture")  # doctest: +SKIP
+    >>> kbfm.im.embed_image(adata, model="color-texture")  # doctest: +SKIP
     >>> kbfm.io.write_spatialdata(adata, "spots.zarr")  # doctest: +SKIP
     """
     sd = _spatialdata()

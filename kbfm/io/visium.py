@@ -89,7 +89,7 @@ def read_visium(
     source_image_path
         The full-resolution H&E or whole-slide image the spot pixels refer to; stored
         in ``uns['spatial'][library_id]['metadata']['source_image_path']`` for
-        :func:`kbfm.tl.embed_image`.
+        :func:`kbfm.im.embed_image`.
     load_images
         Load ``tissue_hires_image.png`` / ``tissue_lowres_image.png``.
 

@@ -204,8 +204,8 @@ def patch_mosaic(
     """
     import matplotlib.pyplot as plt
 
+    from ..im.embed_image import _resolve_mpp, _resolve_slide
     from ..io.patches import PatchSpec, extract_patches
-    from ..tl.embed_image import _resolve_mpp, _resolve_slide
 
     names = list(spots) if spots is not None else list(adata.obs_names[:n])
     missing = [s for s in names if s not in adata.obs_names]
@@ -214,8 +214,12 @@ def patch_mosaic(
         raise KbfmInputError(msg)
     idx = adata.obs_names.get_indexer(names)
     opened = _resolve_slide(adata, slide, None)
-    _resolve_mpp(adata, opened, mpp, None)
-    patches, _ = extract_patches(opened, spatial_coords(adata)[idx], patch or PatchSpec())
+    try:
+        _resolve_mpp(adata, opened, mpp, None)
+        patches, _ = extract_patches(opened, spatial_coords(adata)[idx], patch or PatchSpec())
+    finally:
+        if opened is not slide:  # opened here from a path: release its file handle
+            opened.close()
     labels = _values(adata, color)[0][idx] if color else None
     nrows = int(np.ceil(len(names) / ncols))
     fig, axes, created = panel_axes(

@@ -161,24 +161,3 @@ def domains(
         key_added=key_added,
     )
     return adata if copy else None
-
-
-def evaluate_domains(adata: AnnData, label_key: str, *, key: str = DOMAIN_KEY) -> dict[str, float]:
-    """ARI and NMI of ``obs[key]`` against ``obs[label_key]`` (spots without a label dropped)."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    for k in (label_key, key):
-        if k not in adata.obs:
-            msg = f"obs[{k!r}] not found."
-            raise KbfmInputError(msg)
-    keep = adata.obs[label_key].notna().to_numpy()
-    if not keep.any():
-        msg = f"obs[{label_key!r}] has no labelled spot (all missing); nothing to score."
-        raise KbfmInputError(msg)
-    truth = adata.obs[label_key].to_numpy()[keep].astype(str)
-    pred = adata.obs[key].to_numpy()[keep].astype(str)
-    return {
-        "ari": float(adjusted_rand_score(truth, pred)),
-        "nmi": float(normalized_mutual_info_score(truth, pred)),
-        "n": int(keep.sum()),
-    }

@@ -22,6 +22,7 @@ from .._errors import KbfmInputError
 from .._keys import IMAGE_KEY, PREDICTED_KEY, RESULT_KEY
 from .._provenance import record_step
 from .._validate import check_adata, expression_matrix
+from ..metrics import pearson_per_gene
 
 logger = logging.getLogger(__name__)
 
@@ -60,15 +61,6 @@ def top_variable_genes(X: np.ndarray | sp.csr_matrix, genes: list[str], n: int) 
         var = np.asarray(X).var(axis=0)
     order = np.argsort(-var, kind="stable")[:n]
     return [genes[i] for i in order]
-
-
-def pearson_per_gene(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Pearson r of each column; NaN where either side is constant."""
-    yt = y_true - y_true.mean(0)
-    yp = y_pred - y_pred.mean(0)
-    denom = np.sqrt((yt**2).sum(0) * (yp**2).sum(0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(denom > 0, (yt * yp).sum(0) / denom, np.nan)
 
 
 @dataclass
@@ -144,7 +136,7 @@ class ExpressionPredictor:
             ``obsm`` key of the DataFrame (spots x genes) of predictions.
         """
         if self.use_rep not in adata.obsm:
-            msg = f"adata.obsm[{self.use_rep!r}] is missing; run kbfm.tl.embed_image first."
+            msg = f"adata.obsm[{self.use_rep!r}] is missing; run kbfm.im.embed_image first."
             raise KbfmInputError(msg)
         pred = self.predict_array(adata.obsm[self.use_rep])
         adata.obsm[key_added] = pd.DataFrame(pred, index=adata.obs_names, columns=self.genes)
@@ -245,7 +237,7 @@ def predict_expression(
     check_adata(adata)
     adata = adata.copy() if copy else adata
     if use_rep not in adata.obsm:
-        msg = f"adata.obsm[{use_rep!r}] is missing; run kbfm.tl.embed_image first."
+        msg = f"adata.obsm[{use_rep!r}] is missing; run kbfm.im.embed_image first."
         raise KbfmInputError(msg)
     embedding = np.asarray(adata.obsm[use_rep], dtype=np.float64)
     if not np.isfinite(embedding).all():
@@ -331,7 +323,7 @@ def fit_expression_predictor(
     """
     check_adata(adata)
     if use_rep not in adata.obsm:
-        msg = f"adata.obsm[{use_rep!r}] is missing; run kbfm.tl.embed_image first."
+        msg = f"adata.obsm[{use_rep!r}] is missing; run kbfm.im.embed_image first."
         raise KbfmInputError(msg)
     X, names = normalized_expression(adata, layer=layer, normalize=normalize)
     genes = genes or top_variable_genes(X, names, n_genes)
