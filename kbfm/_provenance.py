@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from anndata import AnnData
 
+from ._errors import KbfmInputError
 from ._keys import UNS_KEY
 from ._version import __version__
 
@@ -100,7 +102,18 @@ def provenance(
     >>> import kbfm
     >>> kbfm.provenance(adata, "annotate", key_added="cell_type_b")  # doctest: +SKIP
     """
-    log = adata.uns.get(UNS_KEY)
+    uns = getattr(adata, "uns", None)
+    if not isinstance(uns, Mapping):
+        msg = (
+            "kbfm.provenance expects an AnnData (or an object with a dict-like .uns), "
+            f"got {type(adata).__name__}."
+        )
+        raise KbfmInputError(msg)
+    for name, value in (("step", step), ("key_added", key_added)):
+        if value is not None and not isinstance(value, str):
+            msg = f"kbfm.provenance: {name} must be a string or None, got {type(value).__name__}."
+            raise KbfmInputError(msg)
+    log = uns.get(UNS_KEY)
     if not isinstance(log, dict):
         return []
     calls = log.get("calls")

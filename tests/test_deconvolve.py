@@ -324,3 +324,18 @@ def test_method_functions_take_only_their_own_options(pair):
         deconvolve_nnls(spots, reference, n_epochs=10)
     with pytest.raises(KbfmInputError, match="needs reference="):
         deconvolve_nnls(spots, None)
+
+
+def test_knowledge_refuses_options_of_the_other_mode(pair):
+    """Zero-shot ignores reference options, and a reference ignores cell_types: refused."""
+    from kbfm.tl import deconvolve_knowledge
+
+    spots, reference, _, _ = pair
+    markers = {f"type{k}": [f"G{i}" for i in range(20 * k, 20 * k + 20)] for k in range(4)}
+    with pytest.raises(KbfmInputError, match="does not use n_genes_per_type, smoothing"):
+        deconvolve_knowledge(spots, markers=markers, n_genes_per_type=50, smoothing=5.0)
+    with pytest.raises(KbfmInputError, match="does not use genes"):
+        deconvolve(spots, method="knowledge", markers=markers, genes=["G1", "G2"])
+    with pytest.raises(KbfmInputError, match="cell_types only apply zero-shot"):
+        deconvolve_knowledge(spots, reference, cell_types=["B cell"])
+    assert "kbfm" not in spots.uns  # refused before any work

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import kbfm
+from kbfm._errors import KbfmInputError
 from kbfm._provenance import record_step
 
 
@@ -50,3 +51,12 @@ def test_objects_from_before_per_call_records_still_read(adata):
     record_step(adata, "annotate", key_added="y")
     assert [c["key_added"] for c in kbfm.provenance(adata, "annotate")] == ["x", "y"]
     assert kbfm.provenance(ad.AnnData(np.ones((2, 2)))) == []
+
+
+def test_provenance_checks_its_arguments():
+    with pytest.raises(KbfmInputError, match="expects an AnnData"):
+        kbfm.provenance("adata.h5ad")
+    with pytest.raises(KbfmInputError, match="step must be a string"):
+        kbfm.provenance(ad.AnnData(np.ones((2, 2))), ["annotate"])
+    with pytest.raises(KbfmInputError, match="key_added must be a string"):
+        kbfm.provenance(ad.AnnData(np.ones((2, 2))), key_added=1)

@@ -248,11 +248,17 @@ class Slide:
         return np.asarray(region.resize(size, Image.BILINEAR, reducing_gap=3.0)), scale
 
     def close(self) -> None:
-        """Release the file handle and any decoded pixels."""
+        """Release the file handle and any decoded pixels (safe to call twice)."""
         close = getattr(self._handle, "close", None)
         if close is not None:
             close()
         self._array = None
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _openslide_mpp(handle: object) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,6 +20,32 @@ logger = logging.getLogger(__name__)
 def dense(X) -> np.ndarray:
     """``X`` as a dense float array."""
     return X.toarray().astype(float) if sp.issparse(X) else np.asarray(X, dtype=float)
+
+
+@dataclass(frozen=True)
+class ReferenceOptions:
+    """The options that say how a labelled reference becomes signatures.
+
+    ``deconvolve_nnls``, ``deconvolve_poisson`` and ``deconvolve_knowledge`` take them
+    as keywords (documented there) and pass them on together.
+    """
+
+    label_key: str = "cell_type"
+    reference_layer: str | None = None
+    species: str = "auto"
+    reference_species: str = "auto"
+    genes: Sequence[str] | None = None
+    n_genes_per_type: int = 100
+    min_cells_per_type: int = 2
+
+    def changed(self, *, ignore: Sequence[str] = ()) -> list[str]:
+        """Names of the options set away from their defaults (``ignore`` left out)."""
+        default = ReferenceOptions()
+        return [
+            f.name
+            for f in fields(self)
+            if f.name not in ignore and getattr(self, f.name) != getattr(default, f.name)
+        ]
 
 
 def require_reference(reference: AnnData | None, method: str) -> None:
@@ -57,26 +83,21 @@ class ReferenceSignatures:
 
 
 def reference_signatures(
-    reference: AnnData,
-    Y_all,
-    spatial_names: list[str],
-    *,
-    label_key: str,
-    reference_layer: str | None,
-    species: str,
-    reference_species: str,
-    genes: Sequence[str] | None,
-    n_genes_per_type: int,
-    min_cells_per_type: int,
+    reference: AnnData, Y_all, spatial_names: list[str], options: ReferenceOptions
 ) -> ReferenceSignatures:
     """Check the reference, match its genes to the spots' and pick informative genes."""
+    label_key, reference_layer = options.label_key, options.reference_layer
+    genes, n_genes_per_type = options.genes, options.n_genes_per_type
     check_adata(reference)
-    labels_ref = check_labels(reference, label_key, min_cells_per_type)
+    labels_ref = check_labels(reference, label_key, options.min_cells_per_type)
     R, ref_names, ref_kind = counts_matrix(
         reference, layer=reference_layer, what="reference", need_counts=False
     )
     match = match_genes(
-        spatial_names, ref_names, species=species, reference_species=reference_species
+        spatial_names,
+        ref_names,
+        species=options.species,
+        reference_species=options.reference_species,
     )
     R = sp.csr_matrix(R)[:, match.reference_idx] if sp.issparse(R) else R[:, match.reference_idx]
     shared = match.names

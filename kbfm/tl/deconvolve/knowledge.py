@@ -9,11 +9,12 @@ from dataclasses import asdict
 import numpy as np
 from anndata import AnnData
 
+from ..._errors import KbfmInputError
 from ..._settings import settings
 from ..._validate import check_adata
 from ...knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
 from ._inputs import counts_matrix
-from ._reference import dense, reference_signatures
+from ._reference import ReferenceOptions, dense, reference_signatures
 from ._result import PROPORTIONS_KEY, write_proportions
 from .nnls import nnls_proportions
 from .poisson import CountModelOptions
@@ -67,6 +68,35 @@ def _knowledge_signatures(
     where = {g: j for j, g in enumerate(pool)}
     report["knowledge"] = vectors.provenance
     return smoothed[:, [where[g] for g in sel]], report
+
+
+def _check_mode_options(
+    reference: AnnData | None,
+    options: ReferenceOptions,
+    *,
+    cell_types: Sequence[str] | None,
+    markers: Mapping[str, Sequence[str]] | None,
+    smoothing: dict[str, bool],
+) -> None:
+    """Refuse options of the other mode (zero-shot vs reference) before any work."""
+    if reference is None:
+        unused = options.changed(ignore=("species",)) + [k for k, v in smoothing.items() if v]
+        if unused:
+            msg = (
+                f"deconvolve_knowledge without a reference (zero-shot) does not use "
+                f"{', '.join(unused)}: they only apply with reference=. Pass a reference, "
+                "or drop them."
+            )
+            raise KbfmInputError(msg)
+        return
+    given = [name for name, value in (("cell_types", cell_types), ("markers", markers)) if value]
+    if given:
+        msg = (
+            f"deconvolve_knowledge with a reference takes its cell types from "
+            f"reference.obs[{options.label_key!r}]; {' and '.join(given)} only apply "
+            "zero-shot (reference=None)."
+        )
+        raise KbfmInputError(msg)
 
 
 def deconvolve_knowledge(
@@ -159,6 +189,27 @@ def deconvolve_knowledge(
     >>> spots.obsm["kbfm_proportions"].head()  # doctest: +SKIP
     """
     check_adata(adata)
+    options = ReferenceOptions(
+        label_key=label_key,
+        reference_layer=reference_layer,
+        species=species,
+        reference_species=reference_species,
+        genes=genes,
+        n_genes_per_type=n_genes_per_type,
+        min_cells_per_type=min_cells_per_type,
+    )
+    _check_mode_options(
+        reference,
+        options,
+        cell_types=cell_types,
+        markers=markers,
+        smoothing={
+            "knowledge_source": knowledge_source != DEFAULT_GENE_KNOWLEDGE,
+            "encoder": encoder != "minilm",
+            "smoothing": smoothing != 20.0,
+            "n_neighbors": n_neighbors != 10,
+        },
+    )
     model = CountModelOptions(likelihood, n_epochs, lr, gamma_sd, seed)
     Y_all, sp_names, sp_kind = counts_matrix(adata, layer=layer, what="spatial", need_counts=True)
     device = settings.resolve_device()
@@ -183,18 +234,7 @@ def deconvolve_knowledge(
         types = labels
         params.update(mode="zero-shot", species=sp_species, **prov, **report)
     else:
-        ref = reference_signatures(
-            reference,
-            Y_all,
-            sp_names,
-            label_key=label_key,
-            reference_layer=reference_layer,
-            species=species,
-            reference_species=reference_species,
-            genes=genes,
-            n_genes_per_type=n_genes_per_type,
-            min_cells_per_type=min_cells_per_type,
-        )
+        ref = reference_signatures(reference, Y_all, sp_names, options)
         params.update(ref.params)
         S, smooth_report = _knowledge_signatures(
             ref.R,

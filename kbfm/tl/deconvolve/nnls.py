@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from ..._validate import check_adata
 from ._inputs import counts_matrix
-from ._reference import reference_signatures, require_reference
+from ._reference import ReferenceOptions, reference_signatures, require_reference
 from ._result import PROPORTIONS_KEY, write_proportions
 
 
@@ -97,18 +97,7 @@ def deconvolve_nnls(
     >>> spots.obsm["kbfm_proportions"].head()  # doctest: +SKIP
     """
     check_adata(adata)
-    require_reference(reference, "nnls")
-    Y_all, sp_names, sp_kind = counts_matrix(adata, layer=layer, what="spatial", need_counts=False)
-    params = {
-        "method": "nnls",
-        "label_key": label_key,
-        "spatial_layer": layer,
-        "spatial_scale": sp_kind,
-    }
-    ref = reference_signatures(
-        reference,
-        Y_all,
-        sp_names,
+    options = ReferenceOptions(
         label_key=label_key,
         reference_layer=reference_layer,
         species=species,
@@ -117,6 +106,15 @@ def deconvolve_nnls(
         n_genes_per_type=n_genes_per_type,
         min_cells_per_type=min_cells_per_type,
     )
+    require_reference(reference, "nnls")
+    Y_all, sp_names, sp_kind = counts_matrix(adata, layer=layer, what="spatial", need_counts=False)
+    params = {
+        "method": "nnls",
+        "label_key": label_key,
+        "spatial_layer": layer,
+        "spatial_scale": sp_kind,
+    }
+    ref = reference_signatures(reference, Y_all, sp_names, options)
     params.update(ref.params)
     P, _ = nnls_proportions(ref.Y, ref.S)
     return write_proportions(

@@ -23,7 +23,7 @@ from ..._errors import KbfmInputError
 from ..._settings import settings
 from ..._validate import check_adata
 from ._inputs import counts_matrix
-from ._reference import reference_signatures, require_reference
+from ._reference import ReferenceOptions, reference_signatures, require_reference
 from ._result import PROPORTIONS_KEY, write_proportions
 from .nnls import nnls_proportions
 
@@ -243,6 +243,15 @@ def deconvolve_poisson(
     >>> spots.obsm["kbfm_proportions"].head()  # doctest: +SKIP
     """
     check_adata(adata)
+    options = ReferenceOptions(
+        label_key=label_key,
+        reference_layer=reference_layer,
+        species=species,
+        reference_species=reference_species,
+        genes=genes,
+        n_genes_per_type=n_genes_per_type,
+        min_cells_per_type=min_cells_per_type,
+    )
     model = CountModelOptions(likelihood, n_epochs, lr, gamma_sd, seed)
     require_reference(reference, "poisson")
     Y_all, sp_names, sp_kind = counts_matrix(adata, layer=layer, what="spatial", need_counts=True)
@@ -254,18 +263,7 @@ def deconvolve_poisson(
         "spatial_layer": layer,
         "spatial_scale": sp_kind,
     }
-    ref = reference_signatures(
-        reference,
-        Y_all,
-        sp_names,
-        label_key=label_key,
-        reference_layer=reference_layer,
-        species=species,
-        reference_species=reference_species,
-        genes=genes,
-        n_genes_per_type=n_genes_per_type,
-        min_cells_per_type=min_cells_per_type,
-    )
+    ref = reference_signatures(reference, Y_all, sp_names, options)
     params.update(ref.params)
     P, _ = nnls_proportions(ref.Y, ref.S)
     fit = model.fit(ref.Y, ref.S, init=P, device=device)
