@@ -32,7 +32,7 @@ $(TEST_STAMP): $(STAMP)
 	touch $(TEST_STAMP)
 
 demo: $(STAMP)
-	$(OFFLINE) $(BIN)/kbfm demo --out results/demo
+	$(OFFLINE) $(BIN)/kbfm demo --out-dir results/demo
 
 test: $(TEST_STAMP) browser
 	$(OFFLINE) $(BIN)/python -m pytest

@@ -178,8 +178,10 @@ def test_cli_ctrl_c_exits_130_without_a_traceback_and_keeps_the_input(tmp_path):
     before = path.read_bytes()
     env = {**os.environ, "KBFM_PROGRESS": "0"}
     report = tmp_path / "qc"
+    written = tmp_path / "qc.h5ad"
+    command = ["qc", str(path), "--out-dir", str(report), "--out", str(written)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kbfm.cli", "qc", str(path), "--out", str(report), "--write-h5ad"],
+        [sys.executable, "-m", "kbfm.cli", *command],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -187,12 +189,12 @@ def test_cli_ctrl_c_exits_130_without_a_traceback_and_keeps_the_input(tmp_path):
     )
     deadline = time.time() + 180
     while time.time() < deadline and proc.poll() is None:
-        if report.is_dir() and any(p.name.startswith(".qc.h5ad.") for p in report.iterdir()):
+        if any(p.name.startswith(".qc.h5ad.") for p in tmp_path.iterdir()):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err.lower()
-    assert path.read_bytes() == before and not (report / "qc.h5ad").exists()
+    assert path.read_bytes() == before and not written.exists()
     assert _leftovers(report) == [] and _leftovers(tmp_path) == []

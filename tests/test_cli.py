@@ -100,6 +100,6 @@ def test_malformed_plan_files_are_clean_errors(tmp_path, content, message):
     plan = tmp_path / "plan.json"
     if content is not None:
         plan.write_text(content)
-    result = runner.invoke(app, ["ask", "q", "--plan", str(plan), "--out", str(tmp_path / "a")])
+    result = runner.invoke(app, ["ask", "q", "--plan", str(plan), "--out-dir", str(tmp_path / "a")])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output

@@ -43,11 +43,11 @@ def test_qc_command_writes_report_and_h5ad(tmp_path):
     app = typer.Typer()
     app.command()(qc_cmd)
     result = CliRunner().invoke(
-        app, [str(path), "--out", str(tmp_path / "qc"), "--write-h5ad", "--remove"]
+        app, [str(path), "--out-dir", str(tmp_path / "qc"), "--write-h5ad", "--remove"]
     )
     assert result.exit_code == 0, result.output
     assert "spots fail QC" in result.output
-    out = read_h5ad(tmp_path / "qc" / "qc.h5ad")
+    out = read_h5ad(tmp_path / "spots.kbfm.h5ad")  # next to the input, never over it
     assert out.n_obs < 144
     assert out.obs["kbfm_qc_pass"].all()
 
@@ -58,6 +58,21 @@ def test_qc_command_reports_bad_input_in_one_line(tmp_path):
     path = write_h5ad(adata, tmp_path / "scaled.h5ad")
     app = typer.Typer()
     app.command()(qc_cmd)
-    result = CliRunner().invoke(app, [str(path), "--out", str(tmp_path / "qc")])
+    result = CliRunner().invoke(app, [str(path), "--out-dir", str(tmp_path / "qc")])
     assert result.exit_code == 2
     assert "scaled" in result.output
+
+
+def test_qc_out_names_the_h5ad_and_out_dir_the_report(tmp_path):
+    """--out means the data file, as in every data command; the report goes to --out-dir."""
+    path = write_h5ad(failing_spots(), tmp_path / "spots.h5ad")
+    app = typer.Typer()
+    app.command()(qc_cmd)
+    dest = tmp_path / "flagged.h5ad"
+    result = CliRunner().invoke(
+        app, [str(path), "--out-dir", str(tmp_path / "report"), "--out", str(dest)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "report.md").exists()
+    assert "kbfm_qc_pass" in read_h5ad(dest).obs
+    assert not (tmp_path / "spots.kbfm.h5ad").exists()

@@ -31,9 +31,9 @@ def ask(
         typer.Option(help='JSON list of (tool, arguments) pairs, e.g. \\[["run_qc", {}]].'),
     ] = None,
     max_steps: Annotated[int, typer.Option(help="Most tool calls.")] = 8,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Transcript and figures.")] = Path(
-        "kbfm_agent"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", "-d", help="Folder for the transcript and figures.")
+    ] = Path("kbfm_agent"),
     timeout: TimeoutOpt = None,
 ) -> None:
     """Answer a question by chaining kbfm tools; writes transcript.json and transcript.md."""
@@ -48,11 +48,16 @@ def ask(
             policy = llm
         options = server_options(llm, base_url, timeout) if plan is None else {}
         transcript, _ = run_agent(
-            question, adata=adata, llm=policy, llm_options=options, max_steps=max_steps, out_dir=out
+            question,
+            adata=adata,
+            llm=policy,
+            llm_options=options,
+            max_steps=max_steps,
+            out_dir=out_dir,
         )
         for step in transcript.steps:
             typer.echo(f"[{step.step}] {step.tool}({step.arguments}) -> {step.result[:160]}")
         typer.echo(f"answer: {transcript.answer or '(none)'}  [{transcript.stop_reason}]")
-        typer.echo(f"transcript: {out}/transcript.md")
+        typer.echo(f"transcript: {out_dir}/transcript.md")
 
     run_guarded(go)

@@ -15,17 +15,19 @@ from ._common import (
 
 
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("results/demo"),
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", "-d", help="Folder for results and figures.")
+    ] = Path("results/demo"),
     encoder: EncoderOpt = "minilm",
 ) -> None:
     """Run the offline end-to-end demo on pbmc68k_reduced and write results + figures."""
     from ..demo import run_demo
 
-    metrics = run_guarded(lambda: run_demo(out, encoder=encoder))
+    metrics = run_guarded(lambda: run_demo(out_dir, encoder=encoder))
     for name in ("zero_shot", "baseline_marker_score"):
         m = metrics[name]
         typer.echo(f"{name:24s} accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}")
-    typer.echo(f"results in {out}/ (report.md, metrics.json, demo.h5ad, *.png)")
+    typer.echo(f"results in {out_dir}/ (report.md, metrics.json, demo.h5ad, *.png)")
 
 
 def info(

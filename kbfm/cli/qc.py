@@ -10,7 +10,17 @@ import typer
 
 def qc_cmd(
     path: Annotated[Path, typer.Argument(help="Input .h5ad file (raw counts).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder.")] = Path("qc"),
+    out_dir: Annotated[
+        Path, typer.Option("--out-dir", "-d", help="Folder for the report and figures.")
+    ] = Path("qc"),
+    out: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--out",
+            "-o",
+            help="Also write the .h5ad with the QC columns here (implies --write-h5ad).",
+        ),
+    ] = None,
     batch_key: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="obs column with the sample; thresholds are per sample."),
@@ -25,26 +35,33 @@ def qc_cmd(
         bool, typer.Option("--remove", help="Drop failing spots in the written .h5ad.")
     ] = False,
     write_h5ad: Annotated[
-        bool, typer.Option("--write-h5ad", help="Also write DIR/qc.h5ad with the QC columns.")
+        bool,
+        typer.Option(
+            "--write-h5ad",
+            help="Also write the .h5ad with the QC columns (to --out, default "
+            "<input>.kbfm.h5ad next to the input).",
+        ),
     ] = False,
 ) -> None:
-    """Automated QC: per-spot flags with reasons, figures and a markdown report in DIR."""
+    """Automated QC: per-spot flags with reasons, figures and a markdown report in --out-dir."""
     from ..io import read_h5ad
     from ..io import write_h5ad as write
     from ..pl.qc_report import write_qc_report
     from ..pp.auto_qc import auto_qc
-    from ._common import run_guarded
+    from ._common import output_path, run_guarded
 
     def go():
         adata = read_h5ad(path)
         auto_qc(adata, batch_key=batch_key, species=species, layer=layer, nmads=nmads)
-        report = write_qc_report(adata, out, batch_key=batch_key, title=f"QC report: {path.name}")
+        report = write_qc_report(
+            adata, out_dir, batch_key=batch_key, title=f"QC report: {path.name}"
+        )
         step = adata.uns["kbfm"]["auto_qc"]
         typer.echo(f"{step['n_fail']} of {step['n_obs']} spots fail QC; report: {report}")
-        if write_h5ad:
+        if write_h5ad or out is not None:
             if remove:
                 adata = adata[adata.obs["kbfm_qc_pass"].to_numpy(bool)].copy()
-            typer.echo(f"wrote {write(adata, out / 'qc.h5ad')}")
+            typer.echo(f"wrote {write(adata, output_path(path, out))}")
 
     run_guarded(go)
 
