@@ -15,7 +15,7 @@ import stat
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 _TMP_MARK = ".kbfm-tmp"
@@ -138,22 +138,92 @@ def atomic_write(
     if sweep:
         remove_stale_temp_files(path)
     mode = _target_mode(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=_TMP_MARK + path.suffix
-    )
-    os.close(fd)
+    tmp = _temp_path(path)
     try:
-        with _notice_sigint() as interrupted:
-            write(tmp)
-        if interrupted:
-            msg = f"Interrupted while writing {path}; it was not replaced."
-            raise KeyboardInterrupt(msg)
-        Path(tmp).chmod(mode)  # mkstemp makes 0600; give the file its usual permissions
+        _write_complete(path, tmp, write, mode, "it was not replaced")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _temp_path(path: Path) -> str:
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=_TMP_MARK + path.suffix
+    )
+    os.close(fd)
+    return tmp
+
+
+def _write_complete(
+    path: Path, tmp: str, write: Callable[[str], object], mode: int, consequence: str
+) -> None:
+    """Run ``write(tmp)``; raise ``KeyboardInterrupt`` if Ctrl-C came, even if swallowed."""
+    with _notice_sigint() as interrupted:
+        write(tmp)
+    if interrupted:
+        msg = f"Interrupted while writing {path}; {consequence}."
+        raise KeyboardInterrupt(msg)
+    Path(tmp).chmod(mode)  # mkstemp makes 0600; give the file its usual permissions
+
+
+@contextlib.contextmanager
+def _hold_sigint() -> Iterator[list[int]]:
+    """Hold Ctrl-C back during the block (recorded, not raised); the caller re-raises."""
+    hits: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield hits
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda signum, _frame: hits.append(signum))
+    try:
+        yield hits
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def atomic_write_files(writers: Mapping[str | os.PathLike, Callable[[str], object]]) -> list[Path]:
+    """Write files that belong together (a model's weights and config): all or none.
+
+    Every writer first writes its complete file to a temporary path (as in
+    :func:`atomic_write`); only when all are written are they moved into place, one
+    after the other, with Ctrl-C held back until the last one is in place and raised
+    afterwards. An error or Ctrl-C before that removes every temporary file and leaves
+    all destinations untouched. (A SIGKILL between two renames can still mix old and
+    new files; the window is a few system calls.)
+
+    Parameters
+    ----------
+    writers
+        Destination path -> callable that writes the complete file to the temporary
+        path it is given. Folders are created when missing.
+
+    Returns
+    -------
+    The destination paths.
+    """
+    staged: list[tuple[str, Path]] = []
+    try:
+        for dest, write in writers.items():
+            path = Path(dest)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(path)
+            mode = _target_mode(path)
+            staged.append((_temp_path(path), path))
+            _write_complete(path, staged[-1][0], write, mode, "nothing was replaced")
+        with _hold_sigint() as interrupted:
+            for tmp, path in staged:
+                os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    if interrupted:
+        names = ", ".join(p.name for _, p in staged)
+        msg = f"Interrupted after {names} were written completely."
+        raise KeyboardInterrupt(msg)
+    return [path for _, path in staged]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sweep: bool = True) -> Path:

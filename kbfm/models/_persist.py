@@ -69,11 +69,13 @@ def check_save_folder(folder: str | Path, *, overwrite: bool) -> Path:
     raise KbfmInputError(msg)
 
 
-def write_config(folder: Path, config: dict) -> None:
-    """Write ``config.json`` (the gene text embeddings live in the weights file)."""
-    from .._atomic import atomic_write_text
+def write_config(path: str | Path, config: dict) -> None:
+    """Write the ``config.json`` text to ``path`` (gene text embeddings: weights file).
 
-    atomic_write_text(folder / CONFIG_FILE, json.dumps({"config": config, "format": FORMAT}))
+    :meth:`FusionModel.save` passes a temporary path and moves it into place together
+    with the weights, so a folder never holds one without the other.
+    """
+    Path(path).write_text(json.dumps({"config": config, "format": FORMAT}), encoding="utf-8")
 
 
 def read_folder(folder: str | Path) -> tuple[dict, dict, np.ndarray]:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from anndata import AnnData
 
-from .._atomic import atomic_write
+from .._atomic import atomic_write_files
 from .._dask import dask_matrix
 from .._errors import KbfmInputError, preview
 from .._keys import CELL_TEXT_KEY, IMAGE_KEY, LATENT_KEY
@@ -698,15 +698,21 @@ class FusionModel:
         """
         from safetensors.torch import save_file
 
-        from ._persist import WEIGHTS_FILE, check_save_folder, write_config
+        from ._persist import CONFIG_FILE, WEIGHTS_FILE, check_save_folder, write_config
 
         self._require_trained()
         folder = check_save_folder(folder, overwrite=overwrite)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
         config = asdict(self.config)
         config["epochs_trained"] = self.config.epochs_trained + len(self.history)
-        write_config(folder, config)
+        # Both files are written completely before either is moved into place, so an
+        # error or Ctrl-C never leaves weights without their config (or an old config).
+        atomic_write_files(
+            {
+                folder / WEIGHTS_FILE: lambda tmp: save_file(state, tmp),
+                folder / CONFIG_FILE: lambda tmp: write_config(tmp, config),
+            }
+        )
         return folder
 
     @classmethod
