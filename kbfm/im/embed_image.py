@@ -6,6 +6,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,12 @@ from .._provenance import record_step
 from .._settings import settings
 from .._validate import check_adata
 from ..encoders._image_backends import ImageEncoder
-from ..encoders.image import DEFAULT_IMAGE_ENCODER, get_image_encoder
+from ..encoders.image import (
+    DEFAULT_IMAGE_ENCODER,
+    ImageEncoderIdentity,
+    get_image_encoder,
+    identify_image_encoder,
+)
 from ..io._spatial import (
     MIN_ON_TISSUE,
     library_metadata,
@@ -31,9 +37,9 @@ from ..io.patches import (
     check_centers,
     check_mpp,
     tissue_fraction,
-    tissue_mask,
 )
-from ..io.slide import Slide, open_slide
+from ..io.slide import Slide, file_fingerprint, open_slide
+from ._slide_facts import UNREAD, SlideFacts, load_facts, save_facts
 
 logger = logging.getLogger(__name__)
 _TTA_VIEWS = 8
@@ -52,9 +58,10 @@ class _PatchTransform:
         return self.encoder.preprocess(patch)
 
 
-def _resolve_slide(
+def _slide_source(
     adata: AnnData, slide: str | os.PathLike | Slide | None, library_id: str | None
-) -> Slide:
+) -> Path | Slide:
+    """The slide to use, as given or from ``uns['spatial']``; not opened."""
     if isinstance(slide, Slide):
         return slide
     if slide is None:
@@ -70,10 +77,11 @@ def _resolve_slide(
             )
             raise KbfmInputError(msg)
         slide = source
-    return open_slide(slide)
+    return Path(slide).expanduser()
 
 
-def _resolve_mpp(adata: AnnData, slide: Slide, mpp: float | None, library_id: str | None) -> None:
+def _resolve_mpp(adata: AnnData, slide, mpp: float | None, library_id: str | None) -> None:
+    """Set ``slide.mpp``: ``mpp``, else the slide's metadata, else the reader's value."""
     if mpp is not None:
         slide.mpp, slide.mpp_source = float(mpp), "user"
         return
@@ -87,6 +95,75 @@ def _resolve_mpp(adata: AnnData, slide: Slide, mpp: float | None, library_id: st
         slide.mpp = float(meta[MPP_KEY])
         slide.mpp_source = str(meta.get("mpp_source", "adata"))
     slide.require_mpp()
+
+
+class _SlideAccess:
+    """The slide's facts from the cache when possible; the slide itself only on demand.
+
+    A cache hit needs the facts (size, mpp, tissue mask, stain statistics), which are
+    kept in the image cache by the slide's fingerprint; the slide is opened (and its
+    facts computed and saved) only when they are missing or patches must be read.
+    """
+
+    def __init__(self, source: Path | Slide, store: EmbeddingCache | None) -> None:
+        self.source = source
+        self.store = store
+        self.opened: Slide | None = source if isinstance(source, Slide) else None
+        self.we_opened = False
+
+    def open(self) -> Slide:
+        if self.opened is None:
+            self.opened = open_slide(self.source)
+            self.we_opened = True
+        return self.opened
+
+    def close(self) -> None:
+        if self.we_opened and self.opened is not None:
+            self.opened.close()
+
+    def _cached(self) -> SlideFacts | None:
+        """The facts saved for this file (the file's own metadata mpp), or ``None``."""
+        if self.store is None:
+            return None
+        if isinstance(self.source, Slide):
+            return load_facts(self.store.root, self.source.fingerprint, self.source.path)
+        if not self.source.exists():
+            return None  # opening it gives the clear error
+        return load_facts(self.store.root, file_fingerprint(self.source), self.source)
+
+    def _resolved(self, saved: SlideFacts, adata: AnnData, mpp, library_id) -> SlideFacts | None:
+        facts = replace(saved)
+        if isinstance(self.source, Slide):  # the object's own size and mpp
+            facts.dimensions = self.source.dimensions
+            facts.mpp, facts.mpp_source = self.source.mpp, self.source.mpp_source
+        try:
+            _resolve_mpp(adata, facts, mpp, library_id)
+        except LookupError:
+            return None  # not known without reading the file's metadata
+        return facts
+
+    def facts(self, adata: AnnData, mpp, library_id, *, stain: bool) -> SlideFacts:
+        """Facts with the mpp for this call resolved (and stain statistics if ``stain``)."""
+        saved = self._cached()
+        if saved is not None and (saved.reinhard is not None or not stain):
+            facts = self._resolved(saved, adata, mpp, library_id)
+            if facts is not None:
+                return facts
+        slide = self.open()
+        if saved is None or saved.mpp_source == UNREAD:
+            saved = SlideFacts.of(slide)
+        if stain and saved.reinhard is None:
+            saved.fit_stain(slide)
+        if self.store is not None and not self.store.read_only:
+            save_facts(self.store.root, saved)
+        _resolve_mpp(adata, slide, mpp, library_id)  # the clear error when unknown
+        return replace(saved, mpp=slide.mpp, mpp_source=slide.mpp_source)
+
+    def for_patches(self, facts: SlideFacts) -> Slide:
+        """The open slide, with the mpp resolved for this call."""
+        slide = self.open()
+        slide.mpp, slide.mpp_source = facts.mpp, facts.mpp_source
+        return slide
 
 
 def _tta_views(batch):
@@ -227,7 +304,9 @@ def embed_image(
     cache
         ``True`` (default cache under ``settings.cache_dir / "image"``), ``False`` or an
         :class:`~kbfm._cache.EmbeddingCache`. Keys hold the slide fingerprint, patch
-        geometry, options, spot centre and model id/revision.
+        geometry, options, spot centre and model id/revision. The slide's size, mpp
+        metadata, tissue mask and stain statistics are kept there too, so a rerun whose
+        embeddings are all cached builds no model and never opens the slide.
     key_added
         ``obsm`` key of the embedding.
     copy
@@ -259,20 +338,9 @@ def embed_image(
     if stain_norm not in (None, "reinhard"):
         msg = f"stain_norm must be None or 'reinhard', got {stain_norm!r}."
         raise KbfmInputError(msg)
-    opened = _resolve_slide(adata, slide, library_id)
-    _resolve_mpp(adata, opened, mpp, library_id)
-    centers = check_centers(opened, coords)
-    encoder = get_image_encoder(model, pretrained=pretrained, weights=weights)
-    mask, scale = tissue_mask(opened)
-    field0 = spec.field_um / opened.mpp  # type: ignore[operator]
-    tissue = tissue_fraction(mask, scale, centers, field0 / 2)
-    _warn_off_tissue(tissue, opened)
-    normalizer = None
-    if stain_norm == "reinhard":
-        from ._stain import ReinhardNormalizer
-
-        thumb, _ = opened.thumbnail(2048)
-        normalizer = ReinhardNormalizer.fit(thumb, mask)
+    # Cache keys first (the weights' identity, the slide's fingerprint and facts); the
+    # model is built and the slide opened only when something must be encoded.
+    identity = identify_image_encoder(model, pretrained=pretrained, weights=weights)
     store = None
     if cache is not False:
         store = (
@@ -280,26 +348,114 @@ def embed_image(
             if isinstance(cache, EmbeddingCache)
             else EmbeddingCache(settings.cache_dir / "image")
         )
-        store.check_writable()  # warn before encoding, not after
-    batch_size = batch_size or settings.batch_size
-    workers = _default_workers(opened) if num_workers is None else int(num_workers)
+    access = _SlideAccess(_slide_source(adata, slide, library_id), store)
+    try:
+        facts = access.facts(adata, mpp, library_id, stain=stain_norm == "reinhard")
+        centers = check_centers(facts, coords)
+        field0 = spec.field_um / facts.mpp  # type: ignore[operator]
+        tissue = tissue_fraction(facts.mask, facts.scale, centers, field0 / 2)
+        _warn_off_tissue(tissue, facts)
+        normalizer = facts.normalizer() if stain_norm == "reinhard" else None
+        blocks, encoder = _embed_views(
+            access,
+            facts,
+            centers,
+            identity,
+            store,
+            views=[spec.with_context(factor) for factor in context],
+            model=model,
+            pretrained=pretrained,
+            weights=weights,
+            normalizer=normalizer,
+            tta=tta,
+            batch_size=batch_size or settings.batch_size,
+            num_workers=num_workers,
+        )
+    finally:
+        access.close()
+    adata.obsm[key_added] = np.concatenate(blocks, axis=1)
+    adata.obs["kbfm_image_pad_fraction"] = _pad_fraction(facts, centers, field0)
+    adata.obs["kbfm_image_tissue_fraction"] = tissue.astype(np.float32)
+    record_step(
+        adata,
+        "embed_image",
+        key_added=key_added,
+        model=identity.name if encoder is None else encoder.name,
+        model_id=identity.model_id,
+        revision=identity.revision,
+        dim=int(adata.obsm[key_added].shape[1]),
+        slide=str(Path(facts.path).resolve()),
+        slide_fingerprint=facts.fingerprint,
+        slide_mpp=float(facts.mpp),  # type: ignore[arg-type]
+        mpp_source=facts.mpp_source,
+        patch_size_px=int(spec.size_px),
+        patch_mpp=float(spec.mpp),
+        field_um=spec.field_um,
+        context=list(context),
+        stain_norm=stain_norm,
+        tta=bool(tta),
+        device=identity.device if encoder is None else encoder.device,
+        from_cache=encoder is None,
+    )
+    logger.info("embed_image: added obsm[%r] %s", key_added, adata.obsm[key_added].shape)
+    return adata if copy else None
+
+
+def _embed_views(
+    access: _SlideAccess,
+    facts: SlideFacts,
+    centers: np.ndarray,
+    identity: ImageEncoderIdentity,
+    store: EmbeddingCache | None,
+    *,
+    views: list[PatchSpec],
+    model,
+    pretrained: bool,
+    weights,
+    normalizer,
+    tta: bool,
+    batch_size: int,
+    num_workers: int | None,
+) -> tuple[list[np.ndarray], ImageEncoder | None]:
+    """One embedding block per field of view: cached vectors, the rest encoded.
+
+    Returns the blocks and the encoder, ``None`` when every vector came from the cache
+    (then no model was built and the slide was not opened).
+    """
     stain_key = "none" if normalizer is None else normalizer.key()
-    blocks = []
-    for factor in context:
-        scaled = spec.with_context(factor)
-        keys = [
-            f"{opened.fingerprint}|{scaled.key()}|stain={stain_key}|tta={tta}|{x:.2f},{y:.2f}"
+    keys, vectors, todos = [], [], []
+    for scaled in views:
+        view_keys = [
+            f"{facts.fingerprint}|{scaled.key()}|stain={stain_key}|tta={tta}|{x:.2f},{y:.2f}"
             for x, y in centers
         ]
-        vectors = np.zeros((len(centers), encoder.dim), dtype=np.float32)
+        found: dict[int, np.ndarray] = {}
         todo = list(range(len(centers)))
         if store is not None:
-            found, todo = store.get(encoder.model_id, encoder.revision, keys)
-            for i, vec in found.items():
-                vectors[i] = vec
+            found, todo = store.get(identity.model_id, identity.revision, view_keys)
+            if identity.dim is not None:  # a vector of another length is recomputed
+                todo = sorted(todo + [i for i, v in found.items() if v.shape[0] != identity.dim])
+                found = {i: v for i, v in found.items() if v.shape[0] == identity.dim}
+        keys.append(view_keys)
+        vectors.append(found)
+        todos.append(todo)
+    if not any(todos) and _one_length(vectors):
+        return [np.stack([f[i] for i in range(len(centers))]) for f in vectors], None
+    if store is not None:
+        store.check_writable()  # warn before encoding, not after
+    encoder = get_image_encoder(model, pretrained=pretrained, weights=weights)
+    slide = access.for_patches(facts)
+    workers = _default_workers(slide) if num_workers is None else int(num_workers)
+    blocks = []
+    for scaled, view_keys, cached in zip(views, keys, vectors, strict=True):
+        found = {i: v for i, v in cached.items() if v.shape[0] == encoder.dim}
+        todo = [i for i in range(len(centers)) if i not in found]
+        block = np.zeros((len(centers), encoder.dim), dtype=np.float32)
+        for i, vec in found.items():
+            block[i] = vec
         if todo:
-            vectors[todo] = _encode_positions(
-                opened,
+            block[todo] = _encode_positions(
+                slide,
                 centers[todo],
                 scaled,
                 encoder,
@@ -307,41 +463,22 @@ def embed_image(
                 tta=tta,
                 batch_size=batch_size,
                 num_workers=workers,
-                desc=f"embed_image {encoder.name} x{factor:g}",
+                desc=f"embed_image {encoder.name} x{scaled.mpp / views[0].mpp:g}",
             )
             if store is not None:
                 store.put(
-                    encoder.model_id, encoder.revision, [keys[i] for i in todo], vectors[todo]
+                    encoder.model_id, encoder.revision, [view_keys[i] for i in todo], block[todo]
                 )
-        blocks.append(vectors)
-    adata.obsm[key_added] = np.concatenate(blocks, axis=1)
-    adata.obs["kbfm_image_pad_fraction"] = _pad_fraction(opened, centers, field0)
-    adata.obs["kbfm_image_tissue_fraction"] = tissue.astype(np.float32)
-    record_step(
-        adata,
-        "embed_image",
-        key_added=key_added,
-        model=encoder.name,
-        model_id=encoder.model_id,
-        revision=encoder.revision,
-        dim=int(adata.obsm[key_added].shape[1]),
-        slide=str(Path(opened.path).resolve()),
-        slide_fingerprint=opened.fingerprint,
-        slide_mpp=float(opened.mpp),  # type: ignore[arg-type]
-        mpp_source=opened.mpp_source,
-        patch_size_px=int(spec.size_px),
-        patch_mpp=float(spec.mpp),
-        field_um=spec.field_um,
-        context=list(context),
-        stain_norm=stain_norm,
-        tta=bool(tta),
-        device=encoder.device,
-    )
-    logger.info("embed_image: added obsm[%r] %s", key_added, adata.obsm[key_added].shape)
-    return adata if copy else None
+        blocks.append(block)
+    return blocks, encoder
 
 
-def _pad_fraction(slide: Slide, centers: np.ndarray, field0: float) -> np.ndarray:
+def _one_length(found: list[dict[int, np.ndarray]]) -> bool:
+    """All cached vectors of one view have one length (unregistered encoders: dim unknown)."""
+    return all(len({v.shape[0] for v in view.values()}) <= 1 for view in found)
+
+
+def _pad_fraction(slide: Slide | SlideFacts, centers: np.ndarray, field0: float) -> np.ndarray:
     w, h = slide.dimensions
     x0, y0 = centers[:, 0] - field0 / 2, centers[:, 1] - field0 / 2
     inside_w = np.clip(np.minimum(x0 + field0, w) - np.maximum(x0, 0), 0, None)
@@ -349,7 +486,7 @@ def _pad_fraction(slide: Slide, centers: np.ndarray, field0: float) -> np.ndarra
     return np.clip(1.0 - inside_w * inside_h / field0**2, 0.0, 1.0).astype(np.float32)
 
 
-def _warn_off_tissue(tissue: np.ndarray, slide: Slide) -> None:
+def _warn_off_tissue(tissue: np.ndarray, slide: Slide | SlideFacts) -> None:
     """The readers' alignment rule (io._spatial.warn_if_off_tissue) on the patch tissue."""
     fraction = spots_with_tissue(tissue)
     if np.isfinite(fraction) and fraction < MIN_ON_TISSUE:
