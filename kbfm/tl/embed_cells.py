@@ -32,11 +32,23 @@ def _row_chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
-def gene_stats(X: np.ndarray | sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Return per-gene mean and standard deviation (population), without densifying."""
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    sq = X.multiply(X).mean(axis=0) if sp.issparse(X) else np.mean(np.square(X), axis=0)
-    var = np.maximum(np.asarray(sq).ravel() - mean**2, 0.0)
+def gene_stats(
+    X: np.ndarray | sp.csr_matrix, chunk_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return per-gene mean and standard deviation (population), without densifying.
+
+    Sums are accumulated in float64, ``chunk_size`` rows at a time: squares of float16
+    values above 256 overflow, and float32 loses the variance of large counts.
+    """
+    n_obs, n_vars = X.shape
+    total, total_sq = np.zeros(n_vars), np.zeros(n_vars)
+    for rows in _row_chunks(n_obs, chunk_size):
+        block = X[rows].astype(np.float64)
+        squares = block.multiply(block) if sp.issparse(block) else np.square(block)
+        total += np.asarray(block.sum(axis=0)).ravel()
+        total_sq += np.asarray(squares.sum(axis=0)).ravel()
+    mean = total / max(n_obs, 1)
+    var = np.maximum(total_sq / max(n_obs, 1) - mean**2, 0.0)
     return mean, np.sqrt(var)
 
 

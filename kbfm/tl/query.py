@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .._dask import full_width, is_dask, map_rows
 from .._errors import KbfmInputError
 from .._keys import GENE_TEXT_KEY, HAS_KNOWLEDGE_KEY, SYMBOL_KEY
 from .._provenance import record_step
+from .._validate import check_finite
 from ..encoders import TextEncoder, encode_texts, get_text_encoder
 from .embed_cells import CELL_TEXT_KEY
 
@@ -24,6 +26,44 @@ def _cosine_rows(block, vec: np.ndarray) -> np.ndarray:
     """Cosine of each row of ``block`` with the unit vector ``vec``."""
     cells = np.asarray(block, dtype=np.float32)
     return (cells @ vec / np.maximum(np.linalg.norm(cells, axis=1), 1e-12)).astype(np.float32)
+
+
+def _marker_prior(
+    adata: AnnData, text: str, enc: TextEncoder, species: str
+) -> tuple[np.ndarray | None, str]:
+    """Unit mean gene-text embedding of the markers of the Cell Ontology term ``text`` names.
+
+    Returns ``(vector, term id)``, or ``(None, "")`` when ``text`` is no term, there is no
+    ``varm["kbfm_gene_text"]`` or none of the term's markers has knowledge.
+    """
+    if GENE_TEXT_KEY not in adata.varm:
+        return None, ""
+    from ..knowledge import CellOntology, marker_sets
+
+    term_id = CellOntology.load().lookup(text)
+    if term_id is None:
+        return None, ""
+    gene_text = np.asarray(adata.varm[GENE_TEXT_KEY], dtype=np.float32)
+    genes = {g.upper() for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])}
+    symbols = adata.var.get(SYMBOL_KEY, adata.var_names.to_series()).astype(str).str.upper()
+    if HAS_KNOWLEDGE_KEY in adata.var:
+        known = adata.var[HAS_KNOWLEDGE_KEY].to_numpy(dtype=bool)
+    else:  # embed_genes leaves zero rows for genes without knowledge
+        known = np.abs(gene_text).sum(axis=1) > 0
+    rows = np.flatnonzero(symbols.isin(genes).to_numpy() & known)
+    if not rows.size:
+        return None, ""
+    if gene_text.shape[1] != enc.dim:
+        msg = (
+            f"The query names {term_id}, whose marker genes come from "
+            f"varm[{GENE_TEXT_KEY!r}], but those are {gene_text.shape[1]}-d and encoder "
+            f"{enc.name!r} gives {enc.dim}-d vectors; rerun kbfm.tl.embed_genes with this "
+            "encoder or pass ontology_prior=False."
+        )
+        raise KbfmInputError(msg)
+    check_finite(gene_text[rows], f"adata.varm[{GENE_TEXT_KEY!r}] (marker genes of {term_id})")
+    mean = gene_text[rows].mean(axis=0)
+    return mean / max(np.linalg.norm(mean), 1e-12), term_id
 
 
 def query(
@@ -88,12 +128,20 @@ def query(
     if use_rep not in adata.obsm:
         msg = f"adata.obsm[{use_rep!r}] not found; run kbfm.tl.embed_cells(adata) first."
         raise KbfmInputError(msg)
+    if copy and getattr(adata, "isbacked", False):
+        msg = (
+            f"copy=True cannot copy an AnnData backed by {adata.filename}; query writes only "
+            "obs, so pass copy=False, or load it first with adata.to_memory()."
+        )
+        raise KbfmInputError(msg)
     cells = adata.obsm[use_rep]
     lazy = is_dask(cells)
     if lazy:
         cells = full_width(cells, f"adata.obsm[{use_rep!r}]", columns="dimensions")
     else:
+        cells = cells.toarray() if sp.issparse(cells) else cells
         cells = np.asarray(cells, dtype=np.float32)
+        check_finite(cells, f"adata.obsm[{use_rep!r}]")
     recorded = adata.uns.get("kbfm", {}).get("embed_cells", {})
     enc = get_text_encoder(encoder or recorded.get("encoder", "minilm"))
     if enc.dim != cells.shape[1]:
@@ -106,25 +154,10 @@ def query(
         from ..knowledge.species import resolve_species
 
         species = recorded.get("species") or resolve_species("auto", adata.var_names)
+    prior, prior_used = _marker_prior(adata, text, enc, species) if ontology_prior else (None, "")
     vec = encode_texts([text], enc)[0]
-    prior_used = ""
-    if ontology_prior and GENE_TEXT_KEY in adata.varm:
-        from ..knowledge import CellOntology, marker_sets
-
-        term_id = CellOntology.load().lookup(text)
-        if term_id is not None:
-            genes = {
-                g.upper()
-                for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])
-            }
-            symbols = adata.var.get(SYMBOL_KEY, adata.var_names.to_series()).astype(str).str.upper()
-            rows = np.flatnonzero(
-                symbols.isin(genes).to_numpy() & adata.var[HAS_KNOWLEDGE_KEY].to_numpy()
-            )
-            if rows.size:
-                mean = np.asarray(adata.varm[GENE_TEXT_KEY])[rows].mean(axis=0)
-                vec = vec + mean / max(np.linalg.norm(mean), 1e-12)
-                prior_used = term_id
+    if prior is not None:
+        vec = vec + prior
     vec = (vec / max(np.linalg.norm(vec), 1e-12)).astype(np.float32)
     if lazy:
         scores = map_rows(cells, _cosine_rows, vec, width=None).compute()
