@@ -30,7 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared/data"
+# $KBFM_DATA, else ../shared/data beside the repository (as every benchmark, via _data).
+SHARED = Path(
+    os.environ.get("KBFM_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data"
+)
 RESULTS = Path(__file__).parent / "results"
 SLICES = ("151673", "151674", "151675")
 SEEDS = range(5)

@@ -206,7 +206,7 @@ def prepare(names: list[str], ontology, work: Path) -> tuple[dict, dict]:
     """Load the sets, cluster once, run the embedding baselines; save what children need."""
     sets, results = {}, {}
     for name in names:
-        adata, path = ab.load(name, ab.shared_data())
+        adata, path = ab.load(name, ab.DATA_ROOT)
         if adata is None:
             results[name] = {"skipped": f"files absent: {path}"}
             print(f"{name}: skipped ({path} absent)", flush=True)
