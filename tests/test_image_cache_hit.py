@@ -131,3 +131,17 @@ def test_identify_refuses_what_the_build_would_refuse(tmp_path):
         identify_image_encoder("uni", depth=2)
     with pytest.raises(KbfmInputError, match="HF_TOKEN"):
         identify_image_encoder("uni", token="hf_x")
+
+
+def test_another_slide_mpp_is_a_cache_miss(slide_path, tmp_path):
+    """The slide's resolution is in the key: a rerun with another mpp cuts new patches."""
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = spots_adata(step=256)
+    embed_image(first, slide=slide_path, model="color-texture", cache=cache)
+    again = spots_adata(step=256)
+    embed_image(again, slide=slide_path, model="color-texture", cache=cache, mpp=1.0)
+    assert cache.stats.hits == 0 and cache.stats.writes == 2 * first.n_obs
+    fresh = spots_adata(step=256)
+    embed_image(fresh, slide=slide_path, model="color-texture", cache=False, mpp=1.0)
+    np.testing.assert_allclose(again.obsm["X_image"], fresh.obsm["X_image"], rtol=1e-6)
+    assert not np.allclose(again.obsm["X_image"], first.obsm["X_image"])

@@ -423,10 +423,13 @@ def _embed_views(
     (then no model was built and the slide was not opened).
     """
     stain_key = "none" if normalizer is None else normalizer.key()
+    # The slide's own resolution decides how many of its pixels one patch covers, so it
+    # is part of the key: a rerun with another mpp must not reuse the other patches.
+    slide_key = f"{facts.fingerprint}@{float(facts.mpp):.6g}mpp"  # type: ignore[arg-type]
     keys, vectors, todos = [], [], []
     for scaled in views:
         view_keys = [
-            f"{facts.fingerprint}|{scaled.key()}|stain={stain_key}|tta={tta}|{x:.2f},{y:.2f}"
+            f"{slide_key}|{scaled.key()}|stain={stain_key}|tta={tta}|{x:.2f},{y:.2f}"
             for x, y in centers
         ]
         found: dict[int, np.ndarray] = {}
