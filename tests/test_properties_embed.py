@@ -733,14 +733,8 @@ def test_embed_image_refuses_or_embeds_every_spot(slide, case):
     check_embed_image(case, slide)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="embed_image(copy=True) calls adata.copy() on a backed AnnData (anndata's "
-    "ValueError, not a KbfmInputError); kbfm/im/embed_image.py is being changed by another "
-    "engineer",
-)
 def test_embed_image_on_backed_spots(slide, tmp_path):
+    """Regression: copy=True on a backed AnnData raised anndata's ValueError."""
     adata, _ = build_spots(ImageCase())
     adata.write_h5ad(tmp_path / "spots.h5ad")
     backed = ad.read_h5ad(tmp_path / "spots.h5ad", backed="r")

@@ -328,6 +328,13 @@ def embed_image(
     """
     check_adata(adata)
     mpp = check_mpp(mpp)
+    if copy and getattr(adata, "isbacked", False):
+        msg = (
+            f"copy=True cannot copy an AnnData backed by {adata.filename}; embed_image "
+            "writes only obsm and obs, so pass copy=False, or load it first with "
+            "adata.to_memory()."
+        )
+        raise KbfmInputError(msg)
     adata = adata.copy() if copy else adata
     coords = spatial_coords(adata)
     spec = patch or PatchSpec()
