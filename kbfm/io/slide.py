@@ -159,19 +159,19 @@ class Slide:
         if self._array is None:
             from PIL import Image
 
-            image = self._handle
             old = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
             try:
-                image.load()  # type: ignore[attr-defined]
-                if image.mode != "RGB":  # type: ignore[attr-defined]
-                    rgb = image.convert("RGB")  # type: ignore[attr-defined]
-                    image.close()  # type: ignore[attr-defined]
-                    image = self._handle = rgb
-                self._array = np.asarray(image)
-                # The array holds its own copy: free PIL's, so at most two copies (the
-                # decoded image and the array) exist at once, not four.
-                image.close()  # type: ignore[attr-defined]
+                # Opened only while decoding: a Slide holds no open file between reads.
+                with Image.open(self.path) as image:
+                    image.load()
+                    if image.mode != "RGB":
+                        with image.convert("RGB") as rgb:
+                            self._array = np.asarray(rgb)
+                    else:
+                        self._array = np.asarray(image)
+                # The array holds its own copy; PIL's buffers are freed on leaving the
+                # with blocks, so at most two copies exist at once, not four.
             except (OSError, SyntaxError, ValueError) as err:
                 msg = f"Could not decode {self.path}: the file is corrupt or truncated ({err})."
                 raise KbfmInputError(msg) from err
@@ -393,4 +393,13 @@ def _open_with_pil(path: Path, max_pixels: int) -> Slide:
         )
         raise KbfmInputError(msg)
     mpp = _pil_mpp(image)
-    return Slide(path, "pil", image, mpp, "metadata" if mpp else "unknown")
+    header = _ImageHeader(tuple(image.size))
+    image.close()  # pixels are decoded on first read, from the path
+    return Slide(path, "pil", header, mpp, "metadata" if mpp else "unknown")
+
+
+class _ImageHeader:
+    """What a PIL-backed :class:`Slide` keeps of the image before decoding: its size."""
+
+    def __init__(self, size: tuple[int, int]):
+        self.size = size
