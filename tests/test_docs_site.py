@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-AREAS = ["pp", "tl", "pl", "io", "models", "encoders", "knowledge", "agent"]
+AREAS = ["pp", "tl", "im", "metrics", "pl", "io", "models", "encoders", "knowledge", "agent"]
 _NEEDED = ["mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"]
 
 
@@ -93,6 +93,9 @@ def test_api_pages_cover_every_export(site):
             obj = getattr(module, name)
             if not (inspect.isfunction(obj) or inspect.isclass(obj)):
                 continue  # constants
+            home = obj.__module__.split(".")[1] if obj.__module__.count(".") else ""
+            if home != area and home in AREAS:
+                continue  # a re-export (kbfm.tl.embed_image): documented on its home page
             ids = (f'id="kbfm.{area}.{name}"', f'id="kbfm.{area}.{name}.{name}"')
             if not any(i in html for i in ids):
                 hint = f"add '::: kbfm.{area}.{name}' to docs/api/{area}.md, or ...{name}.{name}"

@@ -204,8 +204,9 @@ def patch_mosaic(
     """
     import matplotlib.pyplot as plt
 
-    from ..im.embed_image import _resolve_mpp, _resolve_slide
+    from ..im.embed_image import _resolve_mpp, _slide_source
     from ..io.patches import PatchSpec, extract_patches
+    from ..io.slide import Slide, open_slide
 
     names = list(spots) if spots is not None else list(adata.obs_names[:n])
     missing = [s for s in names if s not in adata.obs_names]
@@ -213,7 +214,8 @@ def patch_mosaic(
         msg = f"{len(missing)} spots not in obs_names, e.g. {missing[:3]}."
         raise KbfmInputError(msg)
     idx = adata.obs_names.get_indexer(names)
-    opened = _resolve_slide(adata, slide, None)
+    source = _slide_source(adata, slide, None)
+    opened = source if isinstance(source, Slide) else open_slide(source)
     try:
         _resolve_mpp(adata, opened, mpp, None)
         patches, _ = extract_patches(opened, spatial_coords(adata)[idx], patch or PatchSpec())

@@ -47,7 +47,7 @@ def _marker_prior(
     genes = {g.upper() for g in marker_sets(species=species, cell_types=[term_id]).get(term_id, [])}
     symbols = adata.var.get(SYMBOL_KEY, adata.var_names.to_series()).astype(str).str.upper()
     if HAS_KNOWLEDGE_KEY in adata.var:
-        known = adata.var[HAS_KNOWLEDGE_KEY].to_numpy(dtype=bool)
+        known = np.asarray(adata.var[HAS_KNOWLEDGE_KEY], dtype=bool)  # dask var: no dtype=
     else:  # embed_genes leaves zero rows for genes without knowledge
         known = np.abs(gene_text).sum(axis=1) > 0
     rows = np.flatnonzero(symbols.isin(genes).to_numpy() & known)
