@@ -18,6 +18,8 @@ from anndata import AnnData
 from ._errors import KbfmInputError
 from ._keys import DOMAIN_KEY
 
+__all__ = ["evaluate_annotation", "evaluate_domains", "pearson_per_gene"]
+
 
 def evaluate_annotation(
     truth_ids: Sequence[str], pred_ids: Sequence[str], *, ontology=None
