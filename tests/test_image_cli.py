@@ -53,9 +53,9 @@ def test_embed_then_predict_across_files(slide, tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     summary = json.loads((ring / "summary.json").read_text())
-    assert summary["use_rep"] == "X_image_context"
-    widened = read_h5ad(ring / "new.predicted.h5ad")
-    assert widened.obsm["X_image_context"].shape[1] == 2 * widened.obsm["X_image"].shape[1]
+    assert summary["use_rep"] == "X_image" and summary["neighbour_rings"] == 1
+    widened = read_h5ad(ring / "new.predicted.h5ad")  # context built inside the predictor
+    assert widened.uns["kbfm"]["predict_expression_new"]["rings"] == 1
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):

@@ -126,11 +126,76 @@ def embed_image_cmd(
     run_guarded(go)
 
 
+def _gene_list(value: str | None) -> list[str] | None:
+    """``--genes``: a comma-separated list, or a file with one gene per line."""
+    from .._errors import KbfmInputError
+
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        genes = [g.strip() for g in lines if g.strip() and not g.lstrip().startswith("#")]
+        where = f"{path} lists"
+    else:
+        genes = [g.strip() for g in value.split(",") if g.strip()]
+        where = "--genes lists"
+    if not genes:
+        msg = f"--genes {value!r} names no gene (a comma-separated list or a file)."
+        raise KbfmInputError(msg)
+    doubled = sorted({g for g in genes if genes.count(g) > 1})
+    if doubled:
+        msg = f"{where} some genes twice: {', '.join(doubled[:20])}."
+        raise KbfmInputError(msg)
+    return genes
+
+
+def _check_known(genes: list[str], var_names, what: str) -> None:
+    from .._errors import KbfmInputError
+
+    known = set(var_names)
+    unknown = [g for g in genes if g not in known]
+    if unknown:
+        shown = ", ".join(unknown[:20]) + (" ..." if len(unknown) > 20 else "")
+        msg = f"{len(unknown)} of the --genes are not in {what}: {shown}."
+        raise KbfmInputError(msg)
+
+
+def _score_slide(predictor, new, name: str, out: Path, groupby: str | None) -> str:
+    """Score a --predict slide that has expression; write its scores; return the line."""
+    from .._atomic import atomic_write, atomic_write_text
+    from .._errors import KbfmInputError
+
+    try:
+        r = predictor.score(new, groupby=groupby)
+    except KbfmInputError as err:
+        return f"{name}: not scored ({err})"
+    if r.empty or r.isna().all():
+        return f"{name}: not scored (no counts for the predicted genes)"
+    missing = [g for g in predictor.genes if g not in r.index]
+    score = {
+        "slide": name,
+        "mean_r": float(r.mean()),
+        "n_genes_scored": int(r.notna().sum()),
+        "n_genes_predicted": len(predictor.genes),
+        "genes_missing": missing,
+        "normalize": predictor.normalize,
+    }
+    frame = r.rename("pearson_r").rename_axis("gene").to_frame()
+    atomic_write(out / f"{name}.pearson_per_gene.csv", frame.to_csv)
+    atomic_write_text(out / f"{name}.score.json", json.dumps(score, indent=2) + "\n")
+    new.uns["kbfm_predict_expression_score"] = {"pearson": frame, **score}
+    return (
+        f"{name}: mean Pearson r {score['mean_r']:.3f} over {score['n_genes_scored']} of "
+        f"{score['n_genes_predicted']} predicted genes (the slide's own counts)"
+    )
+
+
 def predict_expression_cmd(
     paths: Annotated[
-        list[Path],
+        Optional[list[Path]],  # noqa: UP045
         typer.Argument(help="Training .h5ad files with expression and embeddings."),
-    ],
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Results folder.")] = Path(
         "predict_expression"
     ),
@@ -138,12 +203,28 @@ def predict_expression_cmd(
         Optional[str],  # noqa: UP045
         typer.Option(help="obs column with sections (default: one section per file)."),
     ] = None,
-    use_rep: Annotated[str, typer.Option(help="obsm key of the embedding.")] = IMAGE_KEY,
+    use_rep: Annotated[
+        str,
+        typer.Option(
+            help="obsm key of the embedding; several comma-separated keys are combined "
+            "(each standardised with the training spots' statistics)."
+        ),
+    ] = IMAGE_KEY,
+    genes: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="Genes to predict: comma-separated, or a file with one gene per line "
+            "(default: the --n-genes most variable, chosen on each fold's training spots)."
+        ),
+    ] = None,
     n_genes: Annotated[int, typer.Option(help="Most variable genes to predict.")] = 50,
     n_pcs: Annotated[int, typer.Option(help="PCA components (HEST: 256).")] = 256,
     predict: Annotated[
         Optional[list[Path]],  # noqa: UP045
-        typer.Option(help="Image-only .h5ad to predict (repeatable); fitted on all inputs."),
+        typer.Option(
+            help="Slide .h5ad to predict (repeatable); fitted on all inputs. A slide with "
+            "counts for the predicted genes is also scored."
+        ),
     ] = None,
     rings: Annotated[
         float,
@@ -152,54 +233,104 @@ def predict_expression_cmd(
             help="Append the mean embedding of spots this many grid steps around (0 = off).",
         ),
     ] = 0.0,
+    save_model: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Save the predictor fitted on all inputs to this folder."),
+    ] = None,
+    model: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Predict with a saved predictor (--save-model) instead of training."),
+    ] = None,
 ) -> None:
-    """Cross-validated expression prediction from image embeddings (HEST protocol)."""
+    """Cross-validated expression prediction from image embeddings (HEST protocol).
+
+    Every fold fits genes, scaling, PCA and ridge on its training sections only. With
+    --predict, the same pipeline (neighbouring-spot context, scaling, PCA, ridge) is fitted
+    on all inputs and applied to each slide; a slide with counts is scored too.
+    """
     from ._common import run_guarded, sample_name
 
     def go():
         import anndata as ad
 
         from .._atomic import atomic_write, atomic_write_text
-        from ..im.predict_expression import fit_expression_predictor, predict_expression
+        from .._errors import KbfmInputError
+        from ..im.predict_expression import (
+            ExpressionPredictor,
+            fit_expression_predictor,
+            predict_expression,
+        )
         from ..io.h5ad import read_h5ad, write_h5ad
-        from ..tl.spatial_context import spatial_context
 
-        rep = f"{use_rep}_context" if rings > 0 else use_rep
-
-        def with_context(data, group_key):
-            if rings > 0:
-                spatial_context(
-                    data, use_rep=use_rep, rings=rings, groupby=group_key, key_added=rep
-                )
-
-        parts = [read_h5ad(p) for p in paths]
-        if len(parts) > 1:
-            names = [sample_name(p) for p in paths]
-            for name, part in zip(names, parts, strict=True):
-                part.obs_names = [f"{name}:{o}" for o in part.obs_names]
-            adata = ad.concat(parts, join="inner", label="kbfm_section", keys=names)
-            group = groupby or "kbfm_section"
+        inputs = [k.strip() for k in use_rep.split(",") if k.strip()]
+        gene_list = _gene_list(genes)
+        targets = {p: out / f"{sample_name(p)}.predicted.h5ad" for p in predict or []}
+        if len(set(targets.values())) != len(targets):
+            msg = "Two --predict slides share a name; their predictions would collide."
+            raise KbfmInputError(msg)
+        read_paths = {p.resolve() for p in [*(paths or []), *targets]}
+        for dest in targets.values():
+            if dest.resolve() in read_paths:
+                msg = f"{dest} is an input; pick another --out folder."
+                raise KbfmInputError(msg)
+        if model is not None:
+            if paths:
+                msg = "Pass either training .h5ad files or --model, not both."
+                raise KbfmInputError(msg)
+            if not predict:
+                msg = "--model predicts slides: pass --predict FILE.h5ad."
+                raise KbfmInputError(msg)
+            if gene_list is not None:
+                msg = "A saved --model predicts its own genes; drop --genes."
+                raise KbfmInputError(msg)
+            predictor = ExpressionPredictor.load(model)
+            typer.echo(
+                f"loaded {model}: {len(predictor.genes)} genes from {predictor.inputs} "
+                f"(neighbour rings {predictor.rings:g})"
+            )
         else:
-            adata, group = parts[0], groupby
-        with_context(adata, group)
-        predict_expression(adata, use_rep=rep, groupby=group, n_genes=n_genes, n_pcs=n_pcs)
-        res = adata.uns["kbfm_predict_expression"]
+            if not paths:
+                msg = "Pass training .h5ad files (or --model with --predict)."
+                raise KbfmInputError(msg)
+            parts = [read_h5ad(p) for p in paths]
+            if len(parts) > 1:
+                names = [sample_name(p) for p in paths]
+                for name, part in zip(names, parts, strict=True):
+                    part.obs_names = [f"{name}:{o}" for o in part.obs_names]
+                adata = ad.concat(parts, join="inner", label="kbfm_section", keys=names)
+                group = groupby or "kbfm_section"
+            else:
+                adata, group = parts[0], groupby
+            if gene_list is not None:  # before any fitting
+                what = "the training files" if len(parts) > 1 else str(paths[0])
+                _check_known(gene_list, adata.var_names, what)
+            options = {"use_rep": inputs, "n_pcs": n_pcs, "rings": rings}
+            predict_expression(adata, groupby=group, genes=gene_list, n_genes=n_genes, **options)
+            res = adata.uns["kbfm_predict_expression"]
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write(out / "pearson_per_gene.csv", res["pearson"].to_csv)
+            keys = ("mean_r", "mean_r_overall", "scheme", "use_rep", "gene_selection")
+            summary = {k: res[k] for k in keys}
+            summary |= {"inputs": inputs, "neighbour_rings": rings}
+            summary["genes_per_fold"] = res["genes_per_fold"]
+            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            for name, r in res["mean_r"].items():
+                typer.echo(f"{name:24s} mean Pearson r {r:.3f}")
+            typer.echo(f"overall {res['mean_r_overall']:.3f} ({res['scheme']}); results in {out}/")
+            if not (predict or save_model):
+                return
+            predictor = fit_expression_predictor(
+                adata, groupby=group, genes=gene_list, n_genes=n_genes, **options
+            )
+            if save_model is not None:
+                typer.echo(f"saved the predictor to {predictor.save(save_model)}/")
         out.mkdir(parents=True, exist_ok=True)
-        table = out / "pearson_per_gene.csv"
-        atomic_write(table, res["pearson"].to_csv)
-        summary = {k: res[k] for k in ("mean_r", "mean_r_overall", "scheme", "use_rep")}
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-        for name, r in res["mean_r"].items():
-            typer.echo(f"{name:24s} mean Pearson r {r:.3f}")
-        typer.echo(f"overall {res['mean_r_overall']:.3f} ({res['scheme']}); results in {out}/")
-        if predict:
-            genes = list(res["pearson"].index)
-            model = fit_expression_predictor(adata, use_rep=rep, genes=genes, n_pcs=n_pcs)
-            for p in predict:
-                new = read_h5ad(p)
-                with_context(new, None)
-                model.predict(new)
-                dest = out / f"{sample_name(p)}.predicted.h5ad"
-                typer.echo(f"wrote {write_h5ad(new, dest)}")
+        for p, dest in targets.items():
+            new = read_h5ad(p)
+            by = groupby if groupby is not None and groupby in new.obs else None
+            predictor.predict(new, groupby=by)
+            line = _score_slide(predictor, new, sample_name(p), out, by)
+            typer.echo(line)
+            typer.echo(f"wrote {write_h5ad(new, dest)}")
 
     run_guarded(go)
