@@ -871,12 +871,6 @@ PREDICT_OPTIONS = st.builds(
 )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15: written against the in-progress predictor pipeline (fitted scaling, "
-    "in-fold gene selection), which has not landed; the committed predictor lets NaN reach "
-    "scikit-learn",
-)
 @pytest.mark.slow
 @props(10)
 @given(PREDICT_CASES, PREDICT_OPTIONS)
@@ -884,12 +878,6 @@ def test_fit_expression_predictor_refuses_or_predicts_every_spot(case, pcase):
     check_predictor(case, pcase)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 15: written against the in-progress predictor pipeline (fitted scaling, "
-    "in-fold gene selection), which has not landed; the committed predictor lets NaN reach "
-    "scikit-learn",
-)
 @pytest.mark.slow
 @props(10)
 @given(PREDICT_CASES, PREDICT_OPTIONS)
