@@ -37,7 +37,8 @@ def check_method(function: str, method: str, methods: Sequence[str]) -> None:
         raise KbfmInputError(msg)
 
 
-def _is_default(value: object, default: object) -> bool:
+def is_default(value: object, default: object) -> bool:
+    """Whether ``value`` is its parameter's ``default`` (``False`` when ``==`` cannot say)."""
     if value is default:
         return True
     try:
@@ -79,7 +80,7 @@ def reject_foreign_options(
     foreign = []
     for name, value in options.items():
         users = [m for m, names in owners.items() if name in names]
-        if not users or name in own or _is_default(value, defaults[name]):
+        if not users or name in own or is_default(value, defaults[name]):
             continue
         where = " or ".join(f"method={m!r}" for m in users)
         foreign.append(f"{name}={value!r} ({where})")

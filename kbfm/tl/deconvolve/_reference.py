@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -37,15 +37,6 @@ class ReferenceOptions:
     genes: Sequence[str] | None = None
     n_genes_per_type: int = 100
     min_cells_per_type: int = 2
-
-    def changed(self, *, ignore: Sequence[str] = ()) -> list[str]:
-        """Names of the options set away from their defaults (``ignore`` left out)."""
-        default = ReferenceOptions()
-        return [
-            f.name
-            for f in fields(self)
-            if f.name not in ignore and getattr(self, f.name) != getattr(default, f.name)
-        ]
 
 
 def require_reference(reference: AnnData | None, method: str) -> None:

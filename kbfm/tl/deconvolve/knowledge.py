@@ -13,6 +13,7 @@ from ..._errors import KbfmInputError
 from ..._settings import settings
 from ..._validate import check_adata
 from ...knowledge.gene_descriptions import DEFAULT_GENE_KNOWLEDGE
+from .._method_options import is_default, keyword_defaults
 from ._inputs import counts_matrix
 from ._reference import ReferenceOptions, dense, reference_signatures
 from ._result import PROPORTIONS_KEY, write_proportions
@@ -70,17 +71,32 @@ def _knowledge_signatures(
     return smoothed[:, [where[g] for g in sel]], report
 
 
-def _check_mode_options(
-    reference: AnnData | None,
-    options: ReferenceOptions,
-    *,
-    cell_types: Sequence[str] | None,
-    markers: Mapping[str, Sequence[str]] | None,
-    smoothing: dict[str, bool],
-) -> None:
-    """Refuse options of the other mode (zero-shot vs reference) before any work."""
+#: Options only the reference mode uses, in the order a refusal names them.
+REFERENCE_ONLY = (
+    "label_key",
+    "reference_layer",
+    "reference_species",
+    "genes",
+    "n_genes_per_type",
+    "min_cells_per_type",
+    "knowledge_source",
+    "encoder",
+    "smoothing",
+    "n_neighbors",
+)
+#: Options only the zero-shot mode uses.
+ZERO_SHOT_ONLY = ("cell_types", "markers")
+
+
+def _check_mode_options(reference: AnnData | None, options: Mapping[str, object]) -> None:
+    """Refuse options of the other mode (zero-shot vs reference) before any work.
+
+    ``options`` maps the names in :data:`REFERENCE_ONLY` and :data:`ZERO_SHOT_ONLY` to the
+    values given; an option counts as set when it differs from the function's default.
+    """
     if reference is None:
-        unused = options.changed(ignore=("species",)) + [k for k, v in smoothing.items() if v]
+        defaults = keyword_defaults(deconvolve_knowledge)
+        unused = [n for n in REFERENCE_ONLY if not is_default(options[n], defaults[n])]
         if unused:
             msg = (
                 f"deconvolve_knowledge without a reference (zero-shot) does not use "
@@ -89,11 +105,11 @@ def _check_mode_options(
             )
             raise KbfmInputError(msg)
         return
-    given = [name for name, value in (("cell_types", cell_types), ("markers", markers)) if value]
+    given = [name for name in ZERO_SHOT_ONLY if options[name]]
     if given:
         msg = (
             f"deconvolve_knowledge with a reference takes its cell types from "
-            f"reference.obs[{options.label_key!r}]; {' and '.join(given)} only apply "
+            f"reference.obs[{options['label_key']!r}]; {' and '.join(given)} only apply "
             "zero-shot (reference=None)."
         )
         raise KbfmInputError(msg)
@@ -200,14 +216,19 @@ def deconvolve_knowledge(
     )
     _check_mode_options(
         reference,
-        options,
-        cell_types=cell_types,
-        markers=markers,
-        smoothing={
-            "knowledge_source": knowledge_source != DEFAULT_GENE_KNOWLEDGE,
-            "encoder": encoder != "minilm",
-            "smoothing": smoothing != 20.0,
-            "n_neighbors": n_neighbors != 10,
+        {
+            "label_key": label_key,
+            "reference_layer": reference_layer,
+            "reference_species": reference_species,
+            "genes": genes,
+            "n_genes_per_type": n_genes_per_type,
+            "min_cells_per_type": min_cells_per_type,
+            "knowledge_source": knowledge_source,
+            "encoder": encoder,
+            "smoothing": smoothing,
+            "n_neighbors": n_neighbors,
+            "cell_types": cell_types,
+            "markers": markers,
         },
     )
     model = CountModelOptions(likelihood, n_epochs, lr, gamma_sd, seed)
