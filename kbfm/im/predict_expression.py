@@ -32,6 +32,7 @@ from anndata import AnnData
 from .._errors import KbfmInputError
 from .._keys import IMAGE_KEY, PREDICTED_KEY, RESULT_KEY
 from .._provenance import record_step
+from .._scale import looks_like_counts
 from .._spatial_graph import ring_neighbours
 from .._validate import check_adata, expression_matrix
 from .._version import __version__
@@ -46,11 +47,6 @@ FORMAT_VERSION = 1
 _META = "predictor.json"
 _ARRAYS = "predictor.safetensors"
 _TARGET_SUM = 1e4
-
-
-def _is_counts(X: np.ndarray | sp.spmatrix) -> bool:
-    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    return values.size == 0 or bool(np.allclose(values[:100_000], np.round(values[:100_000])))
 
 
 def normalized_expression(
@@ -74,7 +70,7 @@ def _normalized(
     if normalize not in ("auto", "log1p_cp10k", "none"):
         msg = f"normalize must be 'auto', 'log1p_cp10k' or 'none', got {normalize!r}."
         raise KbfmInputError(msg)
-    if normalize == "none" or (normalize == "auto" and not _is_counts(X)):
+    if normalize == "none" or (normalize == "auto" and not looks_like_counts(X)):
         return X, genes, "none"
     totals = np.asarray(X.sum(axis=1)).ravel()
     scale = np.divide(
@@ -421,7 +417,7 @@ class ExpressionPredictor:
         present = [g for g in self.genes if g in index]
         if not present:
             return pd.Series([], index=pd.Index([], dtype=object), dtype=np.float64)
-        if self.normalize == "log1p_cp10k" and not _is_counts(X):
+        if self.normalize == "log1p_cp10k" and not looks_like_counts(X):
             msg = (
                 "The predictor was fitted on counts (scored as log1p counts per 10k), but "
                 "this expression holds non-integer values; pass the counts layer."
