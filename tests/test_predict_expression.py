@@ -73,3 +73,16 @@ def test_bad_inputs():
         predict_expression(adata, groupby="one")
     with pytest.raises(KbfmInputError, match="not in var_names"):
         predict_expression(adata, genes=["NOPE"], groupby="section")
+
+
+def test_kfold_needs_as_many_spots_as_folds():
+    adata = _toy(n=6)
+    with pytest.raises(KbfmInputError, match="integer >= 2"):
+        predict_expression(adata, n_genes=2, n_splits=1)
+    with pytest.raises(KbfmInputError, match="needs at least 10 spots; adata has 6"):
+        predict_expression(adata, n_genes=2, n_splits=10)
+    small = adata[:4].copy()
+    predict_expression(small, n_genes=2, n_pcs=2, n_splits=2)  # 2 spots per fold: fine
+    pred = small.obsm["kbfm_predicted_expression"]  # union of each fold's top-2 genes
+    assert pred.shape[0] == 4 and 2 <= pred.shape[1] <= 4
+    assert "kbfm_predicted_expression" not in adata.obsm  # refusals left adata as it was

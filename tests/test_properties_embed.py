@@ -788,6 +788,7 @@ PREDICT_REFUSALS = [
     r"adata\.obsm\['X_image'\] holds NaN or infinite values",
     r"adata\.obsm\['X_image'\] is missing \(available: \['spatial'\]\); run kbfm\.im\.embed_image",
     r"Need at least 2 training spots to fit, got 1",
+    r"2-fold cross-validation over spots needs at least 2 spots; adata has 1\.",
 ]
 
 
@@ -889,12 +890,5 @@ def test_fit_expression_predictor_on_one_spot_is_refused():
     check_predictor(Case(n_obs=1, spatial="grid"), PredictCase())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="predict_expression on one spot: sklearn's 'Cannot have number of splits "
-    "n_splits=2 greater than the number of samples' (not a KbfmInputError); "
-    "kbfm/im/predict_expression.py is being changed by another engineer",
-)
 def test_predict_expression_on_one_spot_is_refused():
     check_cross_validated(Case(n_obs=1, spatial="grid"), PredictCase())

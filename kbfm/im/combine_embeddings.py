@@ -21,6 +21,11 @@ from .._provenance import record_step
 class FeatureScaling:
     """Standardise each block with fitted statistics, weight it by ``1/sqrt(dim)``.
 
+    Features of new spots are first clipped to the range seen on the fitting spots
+    (``low``/``high``), so a feature that is nearly constant where the scaling was fitted
+    (tiny ``std``) cannot reach huge z-scores on another slide and swamp a later PCA. On
+    the fitting spots themselves the clip changes nothing.
+
     Attributes
     ----------
     keys
@@ -30,12 +35,17 @@ class FeatureScaling:
     mean, std
         Per-feature mean and standard deviation of the spots it was fitted on (float64;
         a constant feature gets ``std = 1``), all blocks concatenated.
+    low, high
+        Per-feature minimum and maximum on those spots; ``None`` (no clipping) only for
+        predictors saved before the bounds existed.
     """
 
     keys: tuple[str, ...]
     dims: tuple[int, ...]
     mean: np.ndarray
     std: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
 
     @classmethod
     def fit(cls, blocks: Sequence[np.ndarray], keys: Sequence[str]) -> FeatureScaling:
@@ -55,17 +65,21 @@ class FeatureScaling:
         if not blocks or len(blocks) != len(keys):
             msg = f"Pass one block per key (got {len(blocks)} blocks for {len(keys)} keys)."
             raise KbfmInputError(msg)
-        means, stds = [], []
+        means, stds, lows, highs = [], [], [], []
         for key, raw in zip(keys, blocks, strict=True):
             block = _as_block(raw, key)
             std = block.std(axis=0)
             means.append(block.mean(axis=0))
             stds.append(np.where(std > 0, std, 1.0))
+            lows.append(block.min(axis=0))
+            highs.append(block.max(axis=0))
         return cls(
             tuple(keys),
             tuple(len(m) for m in means),
             np.concatenate(means),
             np.concatenate(stds),
+            np.concatenate(lows),
+            np.concatenate(highs),
         )
 
     def transform(self, blocks: Sequence[np.ndarray]) -> np.ndarray:
@@ -94,6 +108,8 @@ class FeatureScaling:
                 )
                 raise KbfmInputError(msg)
             stop = start + dim
+            if self.low is not None and self.high is not None:
+                block = np.clip(block, self.low[start:stop], self.high[start:stop])
             scaled = (block - self.mean[start:stop]) / self.std[start:stop]
             out.append(scaled / np.sqrt(dim))
             start = stop

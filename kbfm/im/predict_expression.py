@@ -456,6 +456,8 @@ class ExpressionPredictor:
         }
         if self.scaling is not None:
             arrays |= {"scaling_mean": self.scaling.mean, "scaling_std": self.scaling.std}
+            if self.scaling.low is not None and self.scaling.high is not None:
+                arrays |= {"scaling_low": self.scaling.low, "scaling_high": self.scaling.high}
         blob = save({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()})
         meta = {
             "format": FORMAT,
@@ -525,7 +527,12 @@ class ExpressionPredictor:
             scaling = None
             if meta["scaled"]:
                 scaling = FeatureScaling(
-                    inputs, dims, arrays["scaling_mean"], arrays["scaling_std"]
+                    inputs,
+                    dims,
+                    arrays["scaling_mean"],
+                    arrays["scaling_std"],
+                    arrays.get("scaling_low"),
+                    arrays.get("scaling_high"),
                 )
             model = cls(
                 genes=[str(g) for g in meta["genes"]],
@@ -558,6 +565,17 @@ class ExpressionPredictor:
             and self.normalize in ("log1p_cp10k", "none")
             and (self.scaling is None or self.scaling.mean.shape == (width,))
             and (self.scaling is None or self.scaling.std.shape == (width,))
+            and (self.scaling is None or (self.scaling.low is None) == (self.scaling.high is None))
+            and (
+                self.scaling is None
+                or self.scaling.low is None
+                or self.scaling.low.shape == (width,)
+            )
+            and (
+                self.scaling is None
+                or self.scaling.high is None
+                or self.scaling.high.shape == (width,)
+            )
         )
         if not ok:
             msg = f"{where} holds arrays whose shapes do not fit its settings."
@@ -585,6 +603,16 @@ def _splits(adata: AnnData, groupby: str | None, n_splits: int, seed: int):
             msg = f"obs[{groupby!r}] has a single group {names}; cross-validation needs >= 2."
             raise KbfmInputError(msg)
         return [(name, groups != name, groups == name) for name in names], "leave-one-group-out"
+    if not isinstance(n_splits, int) or isinstance(n_splits, bool) or n_splits < 2:
+        msg = f"n_splits must be an integer >= 2 for k-fold cross-validation, got {n_splits!r}."
+        raise KbfmInputError(msg)
+    if adata.n_obs < n_splits:
+        msg = (
+            f"{n_splits}-fold cross-validation over spots needs at least {n_splits} spots; "
+            f"adata has {adata.n_obs}. Pass more spots, a smaller n_splits, or fit on all "
+            "spots with fit_expression_predictor and score another slide."
+        )
+        raise KbfmInputError(msg)
     from sklearn.model_selection import KFold
 
     folds = KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.arange(adata.n_obs))
