@@ -40,7 +40,7 @@ def test_embed_then_predict_across_files(slide, tmp_path):
     runner.invoke(app, args)
     new = tmp_path / "new.kbfm.h5ad"
     out = tmp_path / "res"
-    args = ["predict-expression", *map(str, files), "-o", str(out), "--n-genes", "3"]
+    args = ["predict-expression", *map(str, files), "-d", str(out), "--n-genes", "3"]
     result = runner.invoke(app, [*args, "--predict", str(new)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())

@@ -43,7 +43,7 @@ def test_genes_from_a_list_and_a_file_and_unknown_genes(tmp_path):
     train, _new = _files(tmp_path)
     runner = CliRunner()
     base = ["predict-expression", *map(str, train), "--n-pcs", "8"]
-    result = runner.invoke(app, [*base, "-o", str(tmp_path / "r1"), "--genes", "SIG,B"])
+    result = runner.invoke(app, [*base, "-d", str(tmp_path / "r1"), "--genes", "SIG,B"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "r1" / "summary.json").read_text())
     assert summary["gene_selection"] == "fixed (genes=)"
@@ -52,11 +52,11 @@ def test_genes_from_a_list_and_a_file_and_unknown_genes(tmp_path):
     assert list(table.index) == ["SIG", "B"]
     listing = tmp_path / "genes.txt"
     listing.write_text("# my panel\nSIG\n\nC\n")
-    result = runner.invoke(app, [*base, "-o", str(tmp_path / "r2"), "--genes", str(listing)])
+    result = runner.invoke(app, [*base, "-d", str(tmp_path / "r2"), "--genes", str(listing)])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(tmp_path / "r2" / "pearson_per_gene.csv", index_col=0)
     assert list(table.index) == ["SIG", "C"]
-    result = runner.invoke(app, [*base, "-o", str(tmp_path / "r3"), "--genes", "SIG,NOPE,ZZZ"])
+    result = runner.invoke(app, [*base, "-d", str(tmp_path / "r3"), "--genes", "SIG,NOPE,ZZZ"])
     assert result.exit_code == 2
     assert "2 of the --genes are not in the training files: NOPE, ZZZ" in result.output
     assert not (tmp_path / "r3").exists()  # refused before any fitting or writing
@@ -69,7 +69,7 @@ def test_predict_slide_with_counts_is_scored_and_model_round_trips(tmp_path):
     args = [
         "predict-expression",
         *map(str, train),
-        "-o",
+        "-d",
         str(out),
         "--use-rep",
         "X_image,X_ct",
@@ -99,7 +99,7 @@ def test_predict_slide_with_counts_is_scored_and_model_round_trips(tmp_path):
     assert "X_image_context" not in predicted.obsm  # the predictor builds its own features
     # the saved predictor gives the same predictions without the training files
     again = tmp_path / "again"
-    args = ["predict-expression", "--model", str(saved), "--predict", str(new), "-o", str(again)]
+    args = ["predict-expression", "--model", str(saved), "--predict", str(new), "-d", str(again)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     second = read_h5ad(again / "new.predicted.h5ad").obsm["kbfm_predicted_expression"]
@@ -114,7 +114,7 @@ def test_image_only_slide_is_predicted_not_scored(tmp_path):
     image_only.X = np.zeros_like(image_only.X)
     path = write_h5ad(image_only, tmp_path / "imageonly.h5ad")
     out = tmp_path / "res"
-    args = ["predict-expression", *map(str, train), "-o", str(out), "--n-pcs", "8"]
+    args = ["predict-expression", *map(str, train), "--out-dir", str(out), "--n-pcs", "8"]
     result = CliRunner().invoke(app, [*args, "--predict", str(path)])
     assert result.exit_code == 0, result.output
     assert "imageonly: not scored" in result.output
@@ -130,10 +130,10 @@ def test_model_option_errors(tmp_path):
     args = ["predict-expression", "--model", str(tmp_path), "--predict", str(new)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "not a saved expression predictor" in result.output
-    result = runner.invoke(app, ["predict-expression", "-o", str(tmp_path / "x")])
+    result = runner.invoke(app, ["predict-expression", "-d", str(tmp_path / "x")])
     assert result.exit_code == 2 and "training .h5ad" in result.output
     # a --predict output that would replace an input is refused
     clash = write_h5ad(_slide(3), tmp_path / "new.predicted.h5ad")
     args = ["predict-expression", str(clash), str(train[0]), "--predict", str(new)]
-    result = runner.invoke(app, [*args, "-o", str(tmp_path)])
+    result = runner.invoke(app, [*args, "-d", str(tmp_path)])
     assert result.exit_code == 2 and "is an input" in result.output

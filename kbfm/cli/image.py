@@ -196,9 +196,14 @@ def predict_expression_cmd(
         Optional[list[Path]],  # noqa: UP045
         typer.Argument(help="Training .h5ad files with expression and embeddings."),
     ] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Results folder.")] = Path(
-        "predict_expression"
-    ),
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out-dir",
+            "-d",
+            help="Results folder: summary.json, per-gene r, <slide>.predicted.h5ad.",
+        ),
+    ] = Path("predict_expression"),
     groupby: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="obs column with sections (default: one section per file)."),
@@ -264,14 +269,14 @@ def predict_expression_cmd(
 
         inputs = [k.strip() for k in use_rep.split(",") if k.strip()]
         gene_list = _gene_list(genes)
-        targets = {p: out / f"{sample_name(p)}.predicted.h5ad" for p in predict or []}
+        targets = {p: out_dir / f"{sample_name(p)}.predicted.h5ad" for p in predict or []}
         if len(set(targets.values())) != len(targets):
             msg = "Two --predict slides share a name; their predictions would collide."
             raise KbfmInputError(msg)
         read_paths = {p.resolve() for p in [*(paths or []), *targets]}
         for dest in targets.values():
             if dest.resolve() in read_paths:
-                msg = f"{dest} is an input; pick another --out folder."
+                msg = f"{dest} is an input; pick another --out-dir."
                 raise KbfmInputError(msg)
         if model is not None:
             if paths:
@@ -307,16 +312,17 @@ def predict_expression_cmd(
             options = {"use_rep": inputs, "n_pcs": n_pcs, "rings": rings}
             predict_expression(adata, groupby=group, genes=gene_list, n_genes=n_genes, **options)
             res = adata.uns["kbfm_predict_expression"]
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write(out / "pearson_per_gene.csv", res["pearson"].to_csv)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(out_dir / "pearson_per_gene.csv", res["pearson"].to_csv)
             keys = ("mean_r", "mean_r_overall", "scheme", "use_rep", "gene_selection")
             summary = {k: res[k] for k in keys}
             summary |= {"inputs": inputs, "neighbour_rings": rings}
             summary["genes_per_fold"] = res["genes_per_fold"]
-            atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
             for name, r in res["mean_r"].items():
                 typer.echo(f"{name:24s} mean Pearson r {r:.3f}")
-            typer.echo(f"overall {res['mean_r_overall']:.3f} ({res['scheme']}); results in {out}/")
+            overall = f"overall {res['mean_r_overall']:.3f} ({res['scheme']})"
+            typer.echo(f"{overall}; results in {out_dir}/")
             if not (predict or save_model):
                 return
             predictor = fit_expression_predictor(
@@ -324,12 +330,12 @@ def predict_expression_cmd(
             )
             if save_model is not None:
                 typer.echo(f"saved the predictor to {predictor.save(save_model)}/")
-        out.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
         for p, dest in targets.items():
             new = read_h5ad(p)
             by = groupby if groupby is not None and groupby in new.obs else None
             predictor.predict(new, groupby=by)
-            line = _score_slide(predictor, new, sample_name(p), out, by)
+            line = _score_slide(predictor, new, sample_name(p), out_dir, by)
             typer.echo(line)
             typer.echo(f"wrote {write_h5ad(new, dest)}")
 
