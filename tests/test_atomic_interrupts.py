@@ -132,7 +132,7 @@ def test_a_killed_writer_leaves_a_temp_file_that_the_next_write_removes(tmp_path
     target = tmp_path / "data.h5ad"
     proc = _start(target)
     proc.kill()
-    proc.wait(timeout=30)
+    proc.communicate(timeout=30)  # reaps it and closes its pipes
     stale = _leftovers(tmp_path)
     assert len(stale) == 1 and stale[0].startswith(".data.h5ad.") and ".kbfm-tmp" in stale[0]
     assert not target.exists()
@@ -151,7 +151,7 @@ def test_temp_files_of_a_live_writer_are_left_alone(tmp_path):
         assert len(live) == 1
     finally:
         proc.kill()
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)
     assert [p.name for p in remove_stale_temp_files(target)] == live  # now it is stale
     # other files that merely look alike are never touched
     (tmp_path / ".data.h5ad.notapid.kbfm-tmp.h5ad").write_text("x")

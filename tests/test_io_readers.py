@@ -182,7 +182,8 @@ def test_pale_aligned_section_does_not_warn_but_shifted_spots_do(tmp_path):
     meta = adata.uns["spatial"]["C2"]["metadata"]
     assert meta["spots_on_tissue_fraction"] > 0.7
     table = pd.read_csv(spots, sep="\t")
-    width = Image.open(image).size[0]
+    with Image.open(image) as im:
+        width = im.size[0]
     table["pixel_x"] = table["pixel_x"] + 0.4 * width  # spots moved off the tissue
     table["pixel_x"] = table["pixel_x"].clip(upper=width - 1)
     moved = tmp_path / "moved.tsv"
