@@ -162,7 +162,10 @@ def main() -> None:
             "ridge_alpha": "100 / (n_pcs * n_genes)",
             "genes": "top-50 by variance of log1p counts per 10k over each fold's training "
             "spots; each fold scored on its own genes; mean_r = mean over folds",
-            "scaling": "combined embeddings standardised with the training spots' statistics",
+            "scaling": (
+                "combined embeddings standardised with the training spots' statistics; "
+                "held-out spots clipped to the training range first"
+            ),
             "cv": "leave one section out (C2-C5, one patient: optimistic)",
             "old_protocol": "genes by variance over all spots (held-out section included), "
             "combined embeddings standardised over all spots",
