@@ -35,6 +35,7 @@ ROOT = HERE.parent
 AREAS = {
     "test_hostile_inputs.py": "pp / pl input checks (NaN, backed, coordinates, names)",
     "test_properties.py": "property-based (hypothesis) pp / tl",
+    "test_properties_embed.py": "property-based (hypothesis) embeddings, query, predictor",
     "test_http_hostile.py": "hostile HTTP peers, timeouts, secrets",
     "test_atomic_interrupts.py": "Ctrl-C / SIGKILL during writes",
     "test_cache.py": "embedding cache faults (corrupt, read-only, full, two writers)",
