@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -41,36 +40,7 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         raise urllib.error.HTTPError(req.full_url, code, f"redirect to {newurl}", headers, fp)
 
 
-class _ClosesOnFailedAnswer:
-    """Close the socket when reading the answer fails (urllib leaves it open on a timeout)."""
-
-    def getresponse(self):
-        try:
-            return super().getresponse()
-        except BaseException:
-            self.close()
-            raise
-
-
-class _ClosingHTTPConnection(_ClosesOnFailedAnswer, http.client.HTTPConnection):
-    pass
-
-
-class _ClosingHTTPSConnection(_ClosesOnFailedAnswer, http.client.HTTPSConnection):
-    pass
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req):
-        return self.do_open(_ClosingHTTPConnection, req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req):
-        return self.do_open(_ClosingHTTPSConnection, req, context=self._context)
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def is_local(url: str) -> bool:
