@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 from _paths import SHARED as SHARED_PATH
 
 import kbfm
 
 SHARED_DATA = SHARED_PATH
+
+# A suite started in the background (`make test &`, nohup, a non-interactive `cmd &`)
+# inherits SIGINT ignored: Python then installs no KeyboardInterrupt handler, here or in
+# the subprocesses the Ctrl-C tests start, and those tests would see their SIGINT dropped.
+# Catching SIGINT again also gives the children the default disposition on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 needs_shared = pytest.mark.skipif(
     not SHARED_DATA.exists(), reason=f"shared test data not found at {SHARED_DATA}"
 )
