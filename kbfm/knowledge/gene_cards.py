@@ -84,8 +84,14 @@ def marked_types(species: str) -> dict[str, list[str]]:
         return out
     from .gene_symbols import human_to_mouse
 
-    to_mouse = human_to_mouse(out, many_to_many=False)
-    return {to_mouse[g]: v for g, v in out.items() if g in to_mouse}
+    # Several human genes can share one mouse ortholog (ACTB and POTEE -> Actb). The
+    # namesake wins, then the first symbol in sorted order: the answer must not depend
+    # on set order, which changes with PYTHONHASHSEED from one process to the next.
+    to_mouse = human_to_mouse(sorted(out), many_to_many=False)
+    mouse: dict[str, list[str]] = {}
+    for human in sorted(to_mouse, key=lambda h: (h != to_mouse[h].upper(), h)):
+        mouse.setdefault(to_mouse[human], out[human])
+    return mouse
 
 
 def _go_terms(species: str) -> tuple[dict[str, list[str]], str | None]:
