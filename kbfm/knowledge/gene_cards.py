@@ -87,7 +87,7 @@ def marked_types(species: str) -> dict[str, list[str]]:
     # Several human genes can share one mouse ortholog (ACTB and POTEE -> Actb). The
     # namesake wins, then the first symbol in sorted order: the answer must not depend
     # on set order, which changes with PYTHONHASHSEED from one process to the next.
-    to_mouse = human_to_mouse(sorted(out), many_to_many=False)
+    to_mouse = human_to_mouse(out, many_to_many=False)
     mouse: dict[str, list[str]] = {}
     for human in sorted(to_mouse, key=lambda h: (h != to_mouse[h].upper(), h)):
         mouse.setdefault(to_mouse[human], out[human])
